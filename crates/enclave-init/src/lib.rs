@@ -1,0 +1,26 @@
+//! enclave-init: PID 1 for AWS Nitro Enclaves.
+//!
+//! The binary is a thin `main`; everything lives here so that tests drive
+//! the real code. See ARCHITECTURE.md for the map.
+
+// PID 1 must never die: no panicking shortcuts in init's own code.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::exit,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
+pub mod config;
+pub mod diag;
+pub mod duration;
+pub mod legacy;
+pub mod spec;
+pub mod toml_keys;
+pub mod words;
