@@ -21,6 +21,7 @@ pub mod config;
 pub mod diag;
 pub mod duration;
 pub mod legacy;
+pub mod lifecycle;
 pub mod spec;
 pub mod toml_keys;
 pub mod words;
