@@ -18,10 +18,15 @@
 )]
 
 pub mod config;
+pub mod console;
 pub mod diag;
 pub mod duration;
+pub mod graph;
 pub mod legacy;
 pub mod lifecycle;
+pub mod output;
+pub mod spawn;
 pub mod spec;
+pub mod sys;
 pub mod toml_keys;
 pub mod words;

@@ -1,0 +1,208 @@
+//! Init's console: its own log lines and the captured output of services,
+//! in one ordered, bounded queue written without ever blocking the loop.
+//!
+//! When the console is slower than the output (a serial port at 115200
+//! baud, a pipe nobody reads), whole lines are dropped rather than the loop
+//! stalled, and the number dropped is reported once the console drains.
+//! Before [`install`], lines go straight to stderr (boot messages, tests).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+
+use crate::config::Level;
+use crate::sys;
+
+/// Bytes queued for the console at most.
+pub const QUEUE_CAP: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    /// A pipe or a tty reopened with O_NONBLOCK: its own file description.
+    Nonblocking,
+    /// A socket shared with others: `send(MSG_DONTWAIT)`.
+    Socket,
+    /// A regular file: writes do not block.
+    File,
+}
+
+struct Console {
+    fd: Option<(OwnedFd, Sink)>,
+    level: Level,
+    queue: VecDeque<u8>,
+    dropped: u64,
+}
+
+static CONSOLE: Mutex<Console> = Mutex::new(Console {
+    fd: None,
+    level: Level::Info,
+    queue: VecDeque::new(),
+    dropped: 0,
+});
+
+fn with<R>(f: impl FnOnce(&mut Console) -> R) -> R {
+    // A panic while holding the lock must not silence init for good.
+    let mut guard = CONSOLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(&mut guard)
+}
+
+pub fn set_level(level: Level) {
+    with(|c| c.level = level);
+}
+
+pub fn enabled(level: Level) -> bool {
+    with(|c| level <= c.level)
+}
+
+/// Takes over init's stdout for non-blocking writes, keeping its file
+/// description blocking for services with `StandardOutput=console`.
+pub fn install_stdout() -> io::Result<()> {
+    let stdout = io::stdout();
+    let fd = stdout.as_fd();
+    let meta = nix::sys::stat::fstat(fd)?;
+    let kind = meta.st_mode & libc::S_IFMT;
+    let sink = if kind == libc::S_IFREG {
+        (sys::dup(fd)?, Sink::File)
+    } else if kind == libc::S_IFSOCK {
+        (sys::dup(fd)?, Sink::Socket)
+    } else {
+        // Reopening gives a new file description, so O_NONBLOCK on it does
+        // not leak to the services sharing fd 1.
+        (
+            sys::open_nonblocking_writer(std::path::Path::new("/proc/self/fd/1"))?,
+            Sink::Nonblocking,
+        )
+    };
+    with(|c| c.fd = Some(sink));
+    Ok(())
+}
+
+/// Uses `path` (a tty such as `/dev/console`) as the console.
+pub fn install_path(path: &std::path::Path) -> io::Result<()> {
+    let fd = sys::open_nonblocking_writer(path)?;
+    with(|c| c.fd = Some((fd, Sink::Nonblocking)));
+    Ok(())
+}
+
+/// The console's fd, for the event loop to watch for writability.
+pub fn fd() -> Option<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    with(|c| {
+        c.fd.as_ref()
+            .filter(|(_, s)| *s != Sink::File)
+            .map(|(fd, _)| fd.as_raw_fd())
+    })
+}
+
+/// Init's own line: `enclave-init: warning: ...`.
+pub fn log(level: Level, message: &str) {
+    if !enabled(level) {
+        return;
+    }
+    let prefix = match level {
+        Level::Error => "enclave-init: error: ",
+        Level::Warn => "enclave-init: warning: ",
+        Level::Info => "enclave-init: ",
+        Level::Debug => "enclave-init: debug: ",
+    };
+    line(&[prefix.as_bytes(), message.as_bytes()]);
+}
+
+/// A service's output line: `web[42]: text`.
+pub fn service_line(name: &str, pid: i32, text: &str) {
+    line(&[
+        name.as_bytes(),
+        b"[",
+        pid.to_string().as_bytes(),
+        b"]: ",
+        text.as_bytes(),
+    ]);
+}
+
+fn line(parts: &[&[u8]]) {
+    with(|c| {
+        if c.fd.is_none() {
+            // Not installed yet: plain blocking stderr, nothing to queue.
+            let mut text = parts.concat();
+            text.push(b'\n');
+            let _ = io::Write::write_all(&mut io::stderr(), &text);
+            return;
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 1;
+        if c.queue.len() + len > QUEUE_CAP {
+            c.dropped += 1;
+            return;
+        }
+        for part in parts {
+            c.queue.extend(part.iter());
+        }
+        c.queue.push_back(b'\n');
+    });
+}
+
+/// Writes as much of the queue as the console takes now. Returns whether
+/// bytes remain (the loop then waits for the console to be writable).
+pub fn flush() -> bool {
+    with(|c| {
+        loop {
+            let Some((fd, sink)) = c.fd.as_ref() else {
+                return false;
+            };
+            if c.queue.is_empty() {
+                if c.dropped == 0 {
+                    return false;
+                }
+                let note = format!(
+                    "enclave-init: warning: console too slow: {} lines dropped\n",
+                    c.dropped
+                );
+                c.dropped = 0;
+                c.queue.extend(note.as_bytes());
+            }
+            let (head, _) = c.queue.as_slices();
+            match write_to(fd.as_fd(), *sink, head) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    c.queue.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => {
+                    // The console is gone (EIO on a hung-up tty, EPIPE):
+                    // drop what is queued rather than grow forever.
+                    let n = c.queue.len();
+                    c.queue.clear();
+                    c.dropped = c.dropped.saturating_add(n as u64 / 64);
+                    return false;
+                }
+            }
+        }
+    })
+}
+
+/// Last words before init exits or reboots: write everything, waiting up
+/// to a few seconds for a slow console.
+pub fn drain() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while flush() && std::time::Instant::now() < deadline {
+        with(|c| {
+            if let Some((fd, _)) = c.fd.as_ref() {
+                let mut fds = [nix::poll::PollFd::new(
+                    fd.as_fd(),
+                    nix::poll::PollFlags::POLLOUT,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+            }
+        });
+    }
+}
+
+fn write_to(fd: BorrowedFd<'_>, sink: Sink, buf: &[u8]) -> io::Result<usize> {
+    match sink {
+        Sink::Socket => sys::send_nonblocking(fd, buf),
+        Sink::Nonblocking | Sink::File => sys::write(fd, buf),
+    }
+}

@@ -1,0 +1,607 @@
+//! Starting a service's process (contract §6): the environment, the user,
+//! the program's path and the child's hygiene, all resolved in init before
+//! fork so that every failure has a precise message and nothing in the
+//! child can block init.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::legacy;
+use crate::spec::{Output, Resource, ServiceSpec};
+use crate::sys::{self, Identity};
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why a process could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnError {
+    pub reason: String,
+    /// The shell's convention for `exit` actions: 127 not found, 126 other.
+    pub status: i32,
+    /// Out of processes or memory: worth retrying.
+    pub transient: bool,
+}
+
+impl SpawnError {
+    fn new(reason: String, status: i32) -> Self {
+        Self {
+            reason,
+            status,
+            transient: false,
+        }
+    }
+}
+
+/// Where a process's stdout/stderr go.
+pub enum Stream {
+    Inherit,
+    Null,
+    Pipe(OwnedFd),
+}
+
+/// A process ready to start: everything resolved.
+pub struct Launch {
+    pub program: PathBuf,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub identity: Option<Identity>,
+    pub limits: Vec<sys::Rlimit>,
+    pub stdin_inherit: bool,
+}
+
+/// The environment of a service's process, in systemd's order: the base
+/// (`/env` in boot mode, else init's own), the user's `HOME`, `USER`,
+/// `LOGNAME`, `SHELL`, then `Environment`, then `EnvironmentFile`s, then
+/// `extra` (`NOTIFY_SOCKET`, `MAINPID`). `PATH` gets a default when absent.
+pub fn environment(
+    base: &[(String, String)],
+    spec: &ServiceSpec,
+    user: Option<&User>,
+    extra: &[(String, String)],
+) -> Result<Vec<(String, String)>, SpawnError> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |key: &str, value: &str| match env.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value.to_string(),
+        None => env.push((key.to_string(), value.to_string())),
+    };
+    for (k, v) in base {
+        set(k, v);
+    }
+    if let Some(u) = user {
+        set("HOME", &u.home);
+        set("USER", &u.name);
+        set("LOGNAME", &u.name);
+        set("SHELL", &u.shell);
+    }
+    for (k, v) in &spec.environment {
+        set(k, v);
+    }
+    for file in &spec.environment_files {
+        match std::fs::read_to_string(&file.path) {
+            Ok(text) => {
+                for (k, v) in parse_environment_file(&text) {
+                    set(&k, &v);
+                }
+            }
+            Err(e) if file.optional && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(SpawnError::new(
+                    format!(
+                        "EnvironmentFile {}: {}",
+                        file.path.display(),
+                        io_message(&e)
+                    ),
+                    1,
+                ));
+            }
+        }
+    }
+    for (k, v) in extra {
+        set(k, v);
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    Ok(env)
+}
+
+/// `KEY=VALUE` lines; `#` and `;` comments; optional `export `; values may be
+/// quoted. Lines that are not assignments are skipped.
+pub fn parse_environment_file(text: &str) -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if !crate::spec::valid_env_name(key) {
+            continue;
+        }
+        let value = value.trim();
+        let value = match (value.chars().next(), value.chars().last()) {
+            (Some(q @ ('"' | '\'')), Some(e)) if q == e && value.len() >= 2 => value
+                .get(1..value.len() - 1)
+                .unwrap_or_default()
+                .to_string(),
+            _ => value.to_string(),
+        };
+        vars.push((key.to_string(), value));
+    }
+    vars
+}
+
+/// A line of `/etc/passwd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub shell: String,
+}
+
+fn passwd_entries(text: &str) -> impl Iterator<Item = User> + '_ {
+    text.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        match f.as_slice() {
+            [name, _, uid, gid, _, home, shell, ..] => Some(User {
+                name: name.to_string(),
+                uid: uid.parse().ok()?,
+                gid: gid.parse().ok()?,
+                home: home.to_string(),
+                shell: shell.to_string(),
+            }),
+            _ => None,
+        }
+    })
+}
+
+/// (name, gid, members) of each `/etc/group` line.
+fn group_entries(text: &str) -> impl Iterator<Item = (String, u32, Vec<String>)> + '_ {
+    text.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        match f.as_slice() {
+            [name, _, gid, members, ..] => Some((
+                name.to_string(),
+                gid.parse().ok()?,
+                members
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            )),
+            _ => None,
+        }
+    })
+}
+
+/// Resolves `User`/`Group` against the passwd and group files of `root`.
+/// A number not in the files is used as is (its group: the same number).
+pub fn resolve_identity(
+    root: &Path,
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<(Option<Identity>, Option<User>), SpawnError> {
+    if user.is_none() && group.is_none() {
+        return Ok((None, None));
+    }
+    let (passwd_path, group_path) = (root.join("etc/passwd"), root.join("etc/group"));
+    let passwd = std::fs::read_to_string(&passwd_path).unwrap_or_default();
+    let groups = std::fs::read_to_string(&group_path).unwrap_or_default();
+    let user_entry = match user {
+        None => None,
+        Some(u) => match passwd_entries(&passwd).find(|e| e.name == u || e.uid.to_string() == u) {
+            Some(e) => Some(e),
+            None => match u.parse::<u32>() {
+                Ok(uid) => Some(User {
+                    name: u.to_string(),
+                    uid,
+                    gid: uid,
+                    home: "/".into(),
+                    shell: "/bin/sh".into(),
+                }),
+                Err(_) => {
+                    return Err(SpawnError::new(
+                        format!("User {u}: no such user in {}", passwd_path.display()),
+                        1,
+                    ))
+                }
+            },
+        },
+    };
+    let gid = match group {
+        Some(g) => {
+            match group_entries(&groups).find(|(name, gid, _)| name == g || gid.to_string() == g) {
+                Some((_, gid, _)) => gid,
+                None => g.parse::<u32>().map_err(|_| {
+                    SpawnError::new(
+                        format!("Group {g}: no such group in {}", group_path.display()),
+                        1,
+                    )
+                })?,
+            }
+        }
+        None => user_entry.as_ref().map_or(0, |u| u.gid),
+    };
+    let uid = user_entry.as_ref().map_or(0, |u| u.uid);
+    let mut supplementary = vec![gid];
+    if let Some(u) = &user_entry {
+        for (_, g, members) in group_entries(&groups) {
+            if members.iter().any(|m| *m == u.name) && !supplementary.contains(&g) {
+                supplementary.push(g);
+            }
+        }
+    }
+    Ok((
+        Some(Identity {
+            uid,
+            gid,
+            groups: supplementary,
+        }),
+        user_entry,
+    ))
+}
+
+/// Finds `program` in the `PATH` of `env` (programs with a `/` as they are).
+pub fn find_program(program: &str, env: &[(String, String)]) -> Result<PathBuf, SpawnError> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(SpawnError::new(
+        format!("exec {program}: not found in PATH ({path})"),
+        127,
+    ))
+}
+
+pub fn rlimits(spec: &ServiceSpec) -> Vec<sys::Rlimit> {
+    spec.limits
+        .iter()
+        .map(|l| {
+            let resource = match l.resource {
+                Resource::NoFile => libc::RLIMIT_NOFILE,
+                Resource::NProc => libc::RLIMIT_NPROC,
+                Resource::Core => libc::RLIMIT_CORE,
+                Resource::MemLock => libc::RLIMIT_MEMLOCK,
+            };
+            let value = |v: u64| {
+                if v == u64::MAX {
+                    libc::RLIM_INFINITY
+                } else {
+                    v
+                }
+            };
+            (
+                resource as sys::RlimitResource,
+                value(l.soft),
+                value(l.hard),
+            )
+        })
+        .collect()
+}
+
+/// Prepares the process for `argv` of `spec`.
+pub fn prepare(
+    root: &Path,
+    base_env: &[(String, String)],
+    spec: &ServiceSpec,
+    argv: &[String],
+    extra_env: &[(String, String)],
+) -> Result<Launch, SpawnError> {
+    let (identity, user) = resolve_identity(root, spec.user.as_deref(), spec.group.as_deref())?;
+    let env = environment(base_env, spec, user.as_ref(), extra_env)?;
+    let first = argv
+        .first()
+        .ok_or_else(|| SpawnError::new("empty command".into(), 127))?;
+    let program = find_program(first, &env)?;
+    let cwd = spec
+        .working_directory
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/"));
+    if let Err(e) = std::fs::metadata(&cwd).and_then(|m| {
+        if m.is_dir() {
+            Ok(())
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::ENOTDIR))
+        }
+    }) {
+        return Err(SpawnError::new(
+            format!("WorkingDirectory {}: {e}", cwd.display()),
+            1,
+        ));
+    }
+    Ok(Launch {
+        program,
+        argv: argv.to_vec(),
+        env,
+        cwd,
+        identity,
+        limits: rlimits(spec),
+        stdin_inherit: spec.inherit_stdin,
+    })
+}
+
+/// Forks and execs. Returns the pid once exec has succeeded (std reports
+/// exec errors through a close-on-exec pipe and reaps the failed child
+/// itself, before init's reaper could see it).
+pub fn start(launch: Launch, stdout: Stream, stderr: Stream) -> Result<i32, SpawnError> {
+    let mut command = std::process::Command::new(&launch.program);
+    if let Some(arg0) = launch.argv.first() {
+        command.arg0(arg0);
+    }
+    command
+        .args(launch.argv.iter().skip(1))
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&launch.cwd)
+        .stdin(if launch.stdin_inherit {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stdout(stdio(stdout))
+        .stderr(stdio(stderr));
+    sys::set_child_setup(&mut command, launch.identity, launch.limits);
+    match command.spawn() {
+        // Dropping `Child` neither waits nor kills: init's one reaper will.
+        Ok(child) => Ok(child.id() as i32),
+        Err(e) => {
+            let errno = e.raw_os_error().unwrap_or(0);
+            let status = if errno == libc::ENOENT { 127 } else { 126 };
+            let transient = matches!(errno, libc::EAGAIN | libc::ENOMEM);
+            let reason = format!("exec {}: {}", launch.program.display(), io_message(&e));
+            Err(SpawnError {
+                reason,
+                status,
+                transient,
+            })
+        }
+    }
+}
+
+fn stdio(stream: Stream) -> Stdio {
+    match stream {
+        Stream::Inherit => Stdio::inherit(),
+        Stream::Null => Stdio::null(),
+        Stream::Pipe(fd) => Stdio::from(fd),
+    }
+}
+
+/// `No such file or directory`, without std's ` (os error 2)`.
+fn io_message(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text.get(..i).unwrap_or(&text).to_string(),
+        None => text,
+    }
+}
+
+/// The streams a spawn of `spec` needs: a pipe when either is `log`.
+pub fn streams(spec: &ServiceSpec) -> std::io::Result<(Stream, Stream, Option<OwnedFd>)> {
+    let wants_pipe = spec.stdout == Output::Log || spec.stderr == Output::Log;
+    let (read, write) = if wants_pipe {
+        let (r, w) = sys::output_pipe()?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    let stream = |output: Output, write: &Option<OwnedFd>| -> std::io::Result<Stream> {
+        Ok(match (output, write) {
+            (Output::Log, Some(w)) => Stream::Pipe(w.try_clone()?),
+            (Output::Log, None) | (Output::Null, _) => Stream::Null,
+            (Output::Console, _) => Stream::Inherit,
+        })
+    };
+    let out = stream(spec.stdout, &write)?;
+    let err = stream(spec.stderr, &write)?;
+    Ok((out, err, read))
+}
+
+/// Reads `/env` text into the base environment, reporting bad lines.
+pub fn base_environment_from(text: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let (vars, errors) = legacy::parse_env(text);
+    (
+        vars,
+        errors
+            .into_iter()
+            .map(|e| format!("/env:{}: {}", e.line, e.reason))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::EnvironmentFile;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_layers_in_order() {
+        let dir = std::env::temp_dir().join(format!("ei-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("app.env");
+        std::fs::write(
+            &file,
+            "# comment\nFROM_FILE=1\nB=file\nexport Q=\"quoted value\"\nnot an assignment\n",
+        )
+        .unwrap();
+        let mut spec = ServiceSpec::new("x", vec!["/bin/true".into()]);
+        spec.environment = pairs(&[("A", "svc"), ("B", "svc")]);
+        spec.environment_files = vec![
+            EnvironmentFile {
+                path: file.clone(),
+                optional: false,
+            },
+            EnvironmentFile {
+                path: dir.join("missing"),
+                optional: true,
+            },
+        ];
+        let user = User {
+            name: "app".into(),
+            uid: 1,
+            gid: 1,
+            home: "/home/app".into(),
+            shell: "/bin/sh".into(),
+        };
+        let env = environment(
+            &pairs(&[("A", "base"), ("KEEP", "k"), ("HOME", "/")]),
+            &spec,
+            Some(&user),
+            &pairs(&[("NOTIFY_SOCKET", "/run/n")]),
+        )
+        .unwrap();
+        assert_eq!(
+            env,
+            pairs(&[
+                ("A", "svc"),
+                ("KEEP", "k"),
+                ("HOME", "/home/app"),
+                ("USER", "app"),
+                ("LOGNAME", "app"),
+                ("SHELL", "/bin/sh"),
+                ("B", "file"),
+                ("FROM_FILE", "1"),
+                ("Q", "quoted value"),
+                ("NOTIFY_SOCKET", "/run/n"),
+                ("PATH", DEFAULT_PATH),
+            ])
+        );
+        spec.environment_files = vec![EnvironmentFile {
+            path: dir.join("missing"),
+            optional: false,
+        }];
+        let err = environment(&[], &spec, None, &[]).unwrap_err();
+        assert_eq!(
+            err.reason,
+            format!(
+                "EnvironmentFile {}/missing: No such file or directory",
+                dir.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn path_is_kept_when_given() {
+        let spec = ServiceSpec::new("x", vec!["/bin/true".into()]);
+        let env = environment(&pairs(&[("PATH", "/opt/bin")]), &spec, None, &[]).unwrap();
+        assert_eq!(env, pairs(&[("PATH", "/opt/bin")]));
+    }
+
+    #[test]
+    fn users_and_groups_from_the_root() {
+        let root = std::env::temp_dir().join(format!("ei-users-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/ash\nbroken line\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("etc/group"),
+            "root:x:0:\napp:x:1000:\nwheel:x:10:app,other\naudio:x:29:other\n",
+        )
+        .unwrap();
+        let (id, user) = resolve_identity(&root, Some("app"), None).unwrap();
+        assert_eq!(
+            id,
+            Some(Identity {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![1000, 10]
+            })
+        );
+        assert_eq!(user.unwrap().home, "/home/app");
+        let (id, _) = resolve_identity(&root, Some("1000"), Some("audio")).unwrap();
+        assert_eq!(
+            id,
+            Some(Identity {
+                uid: 1000,
+                gid: 29,
+                groups: vec![29, 10]
+            })
+        );
+        let (id, _) = resolve_identity(&root, Some("4242"), None).unwrap();
+        assert_eq!(
+            id,
+            Some(Identity {
+                uid: 4242,
+                gid: 4242,
+                groups: vec![4242]
+            })
+        );
+        let (id, user) = resolve_identity(&root, None, Some("wheel")).unwrap();
+        assert_eq!(
+            id,
+            Some(Identity {
+                uid: 0,
+                gid: 10,
+                groups: vec![10]
+            })
+        );
+        assert!(user.is_none());
+        assert_eq!(resolve_identity(&root, None, None).unwrap(), (None, None));
+        let err = resolve_identity(&root, Some("nobody"), None).unwrap_err();
+        assert_eq!(
+            err.reason,
+            format!("User nobody: no such user in {}/etc/passwd", root.display())
+        );
+        let err = resolve_identity(&root, Some("app"), Some("nogroup")).unwrap_err();
+        assert_eq!(
+            err.reason,
+            format!(
+                "Group nogroup: no such group in {}/etc/group",
+                root.display()
+            )
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn programs_are_found_in_path() {
+        let env = pairs(&[("PATH", "/nonexistent:/bin:/usr/bin")]);
+        let sh = find_program("sh", &env).unwrap();
+        assert!(sh.ends_with("sh") && sh.is_absolute());
+        assert_eq!(find_program("/x/y", &env).unwrap(), PathBuf::from("/x/y"));
+        let err = find_program("no-such-program-here", &env).unwrap_err();
+        assert_eq!(
+            err.reason,
+            "exec no-such-program-here: not found in PATH (/nonexistent:/bin:/usr/bin)"
+        );
+        assert_eq!(err.status, 127);
+    }
+
+    #[test]
+    fn environment_file_syntax() {
+        assert_eq!(
+            parse_environment_file("A=1\n ; c\n#c\nB = 'x y'\nC=\"\"\n=bad\nD=a=b\n"),
+            pairs(&[("A", "1"), ("B", "x y"), ("C", ""), ("D", "a=b")])
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! Every raw syscall of init: one function each, returning `io::Result`,
+//! each `unsafe` block with its `SAFETY:` reasoning. Everything else in the
+//! crate is safe code. Where `nix` wraps a call without loss it is used;
+//! `waitpid` and `kill` are raw because nix rejects signal numbers outside
+//! its enum (real-time signals), and for `waitpid` it would do so after the
+//! child was already reaped, losing its exit.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use crate::lifecycle::{Exit, Pid};
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Reaps one exited child, if any: `Ok(None)` when children exist but none
+/// has exited; `Err(ECHILD)` when there are no children at all.
+pub fn reap_one() -> io::Result<Option<(Pid, Exit)>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes only to `status`, a valid local.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    if pid == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        return Ok(None);
+    }
+    let exit = if libc::WIFEXITED(status) {
+        Exit::Code(libc::WEXITSTATUS(status))
+    } else {
+        Exit::Signal(libc::WTERMSIG(status))
+    };
+    Ok(Some((pid, exit)))
+}
+
+/// `kill(2)`: `pid` > 0 one process, `pid` < 0 a process group, -1 all.
+pub fn kill(pid: Pid, signal: i32) -> io::Result<()> {
+    // SAFETY: kill takes plain integers and touches no memory of ours.
+    check(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+pub fn getpid() -> Pid {
+    std::process::id() as Pid
+}
+
+pub fn set_child_subreaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+}
+
+/// Blocks every signal in init; they are read through a signalfd instead.
+pub fn block_all_signals() -> io::Result<nix::sys::signal::SigSet> {
+    let all = nix::sys::signal::SigSet::all();
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&all), None)?;
+    Ok(all)
+}
+
+/// Opens `path` for writing without ever blocking (console output).
+pub fn open_nonblocking_writer(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    Ok(OwnedFd::from(file))
+}
+
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// A pipe whose ends are both close-on-exec; the read end is non-blocking.
+pub fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    set_nonblocking(std::os::fd::AsFd::as_fd(&read))?;
+    Ok((read, write))
+}
+
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    nix::unistd::read(fd, buf).map_err(io::Error::from)
+}
+
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    nix::unistd::write(fd, buf).map_err(io::Error::from)
+}
+
+/// `send(MSG_DONTWAIT)`: a non-blocking write to a socket whose file
+/// description others share (so O_NONBLOCK cannot be set on it).
+pub fn send_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid slice for its length; send only reads it.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+pub fn sync() {
+    nix::unistd::sync();
+}
+
+/// The user and groups a service runs as, resolved before fork.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+#[cfg(target_env = "gnu")]
+pub type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+pub type RlimitResource = libc::c_int;
+
+/// One rlimit to set in the child: (resource, soft, hard).
+pub type Rlimit = (RlimitResource, u64, u64);
+
+/// Everything the child does between fork and exec. Called only in the
+/// forked child; it allocates nothing and calls only async-signal-safe
+/// functions (init is single-threaded, so even that is belt and braces).
+fn child_setup(identity: Option<&Identity>, limits: &[Rlimit]) -> io::Result<()> {
+    // Own session and process group: stopping the service signals it whole.
+    // SAFETY: setsid takes no arguments.
+    check(unsafe { libc::setsid() })?;
+    // Default dispositions and an empty mask: init blocks everything.
+    for signal in 1..=64 {
+        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            // SAFETY: SIG_DFL is a valid disposition; errors (invalid
+            // numbers on odd kernels) are harmless and ignored.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: `empty` is a valid, initialised sigset.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        check(libc::sigprocmask(
+            libc::SIG_SETMASK,
+            &empty,
+            std::ptr::null_mut(),
+        ))?;
+    }
+    for (resource, soft, hard) in limits {
+        let rlim = libc::rlimit {
+            rlim_cur: *soft,
+            rlim_max: *hard,
+        };
+        // SAFETY: rlim is a valid struct for the call's duration.
+        check(unsafe { libc::setrlimit(*resource, &rlim) })?;
+    }
+    if let Some(id) = identity {
+        // Groups first, then gid, then uid: after setuid we may not.
+        // SAFETY: the pointer and length describe `id.groups`.
+        check(unsafe { libc::setgroups(id.groups.len(), id.groups.as_ptr()) })?;
+        // SAFETY: plain integer arguments.
+        check(unsafe { libc::setgid(id.gid) })?;
+        // SAFETY: plain integer arguments.
+        check(unsafe { libc::setuid(id.uid) })?;
+    }
+    // Only 0, 1, 2 survive exec: mark the rest close-on-exec. Marking, not
+    // closing, keeps std's exec-error pipe working (it is CLOEXEC already).
+    // SAFETY: close_range takes plain integers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret != 0 {
+        // Kernels before 5.11: walk the descriptor table.
+        for fd in 3..4096 {
+            // SAFETY: F_SETFD on any number is safe; EBADF is ignored.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    Ok(())
+}
+
+/// Installs [`child_setup`] as the command's pre-exec hook.
+pub fn set_child_setup(
+    command: &mut std::process::Command,
+    identity: Option<Identity>,
+    limits: Vec<Rlimit>,
+) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child of a single-threaded
+    // process and only makes async-signal-safe calls (see child_setup).
+    unsafe {
+        command.pre_exec(move || child_setup(identity.as_ref(), &limits));
+    }
+}
+
+/// `reboot(2)` with POWER_OFF or RESTART. Returns only on failure.
+pub fn reboot(restart: bool) -> io::Error {
+    use nix::sys::reboot::{reboot, RebootMode};
+    let mode = if restart {
+        RebootMode::RB_AUTOBOOT
+    } else {
+        RebootMode::RB_POWER_OFF
+    };
+    match reboot(mode) {
+        Ok(never) => match never {},
+        Err(e) => io::Error::from(e),
+    }
+}
+
+/// `initctl`'s caller check: the peer's credentials on a Unix socket.
+pub fn peer_uid(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let creds = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)?;
+    Ok(creds.uid())
+}
