@@ -247,6 +247,58 @@ fn cycle_path(component: &[usize], edges: &[Vec<usize>]) -> Vec<usize> {
     vec![start, start]
 }
 
+/// A dependency's state as the start gate sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepState {
+    /// Queued, starting, restarting or stopping: not decided yet.
+    Pending,
+    /// Running, or a oneshot that remains active.
+    Ready,
+    /// Ended cleanly (a oneshot that did its job).
+    Exited,
+    Stopped,
+    Failed,
+}
+
+/// Whether a queued service may start now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    Go,
+    Wait(String),
+    Fail(String),
+}
+
+/// The start gate: required services must be ready (or a oneshot that
+/// exited successfully); wanted and ordered-before ones must only have
+/// finished trying.
+pub fn start_gate(deps: &Deps, state_of: impl Fn(&str) -> DepState) -> Gate {
+    for name in &deps.requires {
+        match state_of(name) {
+            DepState::Ready | DepState::Exited => {}
+            DepState::Pending => return Gate::Wait(format!("waiting for {name}: not ready")),
+            DepState::Failed => return Gate::Fail(format!("required service {name} failed")),
+            DepState::Stopped => return Gate::Fail(format!("required service {name} is stopped")),
+        }
+    }
+    for name in deps.after.iter().filter(|n| !deps.requires.contains(*n)) {
+        match state_of(name) {
+            DepState::Pending => return Gate::Wait(format!("waiting for {name}: not started yet")),
+            DepState::Ready | DepState::Exited | DepState::Stopped | DepState::Failed => {}
+        }
+    }
+    Gate::Go
+}
+
+/// The stop gate: services ordered after this one stop first, when they
+/// are being stopped too. `stopping(name)` says whether that one is
+/// queued for stopping or still stopping.
+pub fn stop_gate(deps: &Deps, stopping: impl Fn(&str) -> bool) -> Option<String> {
+    deps.before
+        .iter()
+        .find(|n| stopping(n))
+        .map(|n| format!("waiting for {n} to stop"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +405,73 @@ mod tests {
             !failures.contains_key("p"),
             "p after q, q before p: the same edge, no cycle"
         );
+    }
+
+    #[test]
+    fn start_gate_decisions() {
+        let specs = [
+            svc("db", &[], &[], &[], &[]),
+            svc("cache", &[], &[], &[], &[]),
+            svc("log", &[], &[], &[], &[]),
+            svc("app", &["log"], &["db"], &["cache"], &[]),
+        ];
+        let (deps, _) = build(&specs);
+        let app = &deps["app"];
+        let gate = |db: DepState, cache: DepState, log: DepState| {
+            start_gate(app, |n| match n {
+                "db" => db,
+                "cache" => cache,
+                "log" => log,
+                other => panic!("{other}"),
+            })
+        };
+        use DepState::*;
+        assert_eq!(gate(Ready, Ready, Ready), Gate::Go);
+        assert_eq!(
+            gate(Exited, Failed, Stopped),
+            Gate::Go,
+            "wanted and ordered ones may fail"
+        );
+        assert_eq!(
+            gate(Pending, Ready, Ready),
+            Gate::Wait("waiting for db: not ready".into())
+        );
+        assert_eq!(
+            gate(Ready, Pending, Ready),
+            Gate::Wait("waiting for cache: not started yet".into())
+        );
+        assert_eq!(
+            gate(Ready, Ready, Pending),
+            Gate::Wait("waiting for log: not started yet".into())
+        );
+        assert_eq!(
+            gate(Failed, Ready, Ready),
+            Gate::Fail("required service db failed".into())
+        );
+        assert_eq!(
+            gate(Stopped, Ready, Ready),
+            Gate::Fail("required service db is stopped".into())
+        );
+        assert_eq!(
+            start_gate(&deps["db"], |_| Pending),
+            Gate::Go,
+            "no dependencies: go"
+        );
+    }
+
+    #[test]
+    fn stop_gate_waits_for_later_services() {
+        let specs = [
+            svc("db", &[], &[], &[], &[]),
+            svc("app", &[], &["db"], &[], &[]),
+        ];
+        let (deps, _) = build(&specs);
+        assert_eq!(
+            stop_gate(&deps["db"], |n| n == "app"),
+            Some("waiting for app to stop".into())
+        );
+        assert_eq!(stop_gate(&deps["db"], |_| false), None);
+        assert_eq!(stop_gate(&deps["app"], |_| true), None);
     }
 
     #[test]

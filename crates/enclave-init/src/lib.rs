@@ -17,16 +17,23 @@
     )
 )]
 
+pub mod boot;
+pub mod cli;
 pub mod config;
 pub mod console;
+pub mod control;
 pub mod diag;
 pub mod duration;
 pub mod graph;
 pub mod legacy;
 pub mod lifecycle;
+pub mod notify;
 pub mod output;
+pub mod proto;
+pub mod run;
 pub mod spawn;
 pub mod spec;
+pub mod supervisor;
 pub mod sys;
 pub mod toml_keys;
 pub mod words;

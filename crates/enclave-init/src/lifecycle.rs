@@ -356,6 +356,11 @@ pub enum Event {
     GroupEmpty,
     /// `now` reached the state's deadline.
     Deadline,
+    /// The supervisor will not start it: a dependency failed, is missing,
+    /// or is part of a cycle.
+    Refuse {
+        reason: String,
+    },
 }
 
 /// A service's runtime record: its state and the history its decisions need.
@@ -417,6 +422,7 @@ impl Life {
             } => self.on_exited(spec, pid, exit, group_alive, now, &mut out),
             Event::GroupEmpty => self.on_group_empty(spec, now, &mut out),
             Event::Deadline => self.on_deadline(spec, now, &mut out),
+            Event::Refuse { reason } => self.on_refuse(spec, reason, now, &mut out),
         }
         out
     }
@@ -845,6 +851,19 @@ impl Life {
             | State::Running { .. }
             | State::Exited { .. }
             | State::Failed { .. } => {}
+        }
+    }
+
+    fn on_refuse(&mut self, spec: &ServiceSpec, reason: String, now: Instant, out: &mut Actions) {
+        match self.state {
+            State::Stopped
+            | State::Exited { .. }
+            | State::Waiting { .. }
+            | State::Failed { .. } => {
+                self.enter_failed(spec, Failure::Dependency(reason), now, out);
+            }
+            // Already under way: the supervisor stops it instead.
+            State::Starting { .. } | State::Running { .. } | State::Stopping { .. } => {}
         }
     }
 

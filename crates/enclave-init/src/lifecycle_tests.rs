@@ -873,6 +873,28 @@ fn start_and_stop_while_stopping() {
 }
 
 #[test]
+fn refused_start_fails_with_the_reason_and_failure_action() {
+    let mut s = spec();
+    s.failure_action = EndAction::Poweroff;
+    let mut life = Life::new(at(0));
+    let a = life.handle(
+        &s,
+        Event::Refuse {
+            reason: "dependency cycle: a -> b -> a".into(),
+        },
+        at(0),
+    );
+    assert_eq!(
+        life.state,
+        State::Failed {
+            reason: Failure::Dependency("dependency cycle: a -> b -> a".into())
+        }
+    );
+    assert_eq!(logs(&a), ["failed: dependency cycle: a -> b -> a"]);
+    assert_eq!(effects(&a), [Action::End(EndAction::Poweroff, 1)]);
+}
+
+#[test]
 fn foreign_pids_are_ignored() {
     let s = spec();
     let mut life = running(&s, 8);
@@ -958,6 +980,12 @@ fn every_state_times_every_event() {
         ),
         ("GroupEmpty", Event::GroupEmpty),
         ("Deadline", Event::Deadline),
+        (
+            "Refuse",
+            Event::Refuse {
+                reason: "required service db failed".into(),
+            },
+        ),
     ];
     // Resulting state names; the deadline is far in the future for
     // "starting" (30 s) and "stopping" (5 s) but due for "waiting" (100 ms).

@@ -1,0 +1,265 @@
+//! The `initctl` protocol: JSON lines over the control socket. Every type
+//! on the wire lives here, shared by init and `initctl`. A request is one
+//! line of at most [`MAX_REQUEST`] bytes; each reply is one line, except
+//! `logs --follow`, which streams `line` replies until the client leaves.
+//!
+//! Versioned: a request names the version it speaks; init answers an
+//! unknown version with an error naming the one it speaks.
+
+use serde::{Deserialize, Serialize};
+
+pub const VERSION: u32 = 1;
+pub const MAX_REQUEST: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub version: u32,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Command {
+    List,
+    Status {
+        name: String,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Restart {
+        name: String,
+    },
+    Logs {
+        name: String,
+        #[serde(default)]
+        lines: Option<usize>,
+        #[serde(default)]
+        follow: bool,
+    },
+    Reload,
+    Poweroff,
+    Reboot,
+}
+
+impl Command {
+    /// Commands that change something: only for root or init's own user.
+    pub fn changes_state(&self) -> bool {
+        match self {
+            Command::List | Command::Status { .. } | Command::Logs { .. } => false,
+            Command::Start { .. }
+            | Command::Stop { .. }
+            | Command::Restart { .. }
+            | Command::Reload
+            | Command::Poweroff
+            | Command::Reboot => true,
+        }
+    }
+}
+
+/// How a process ended: `{"code": N}` or `{"signal": N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LastExit {
+    Code(i32),
+    Signal(i32),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    /// running, starting, stopping, waiting, exited, failed, stopped
+    pub state: String,
+    pub pid: Option<i32>,
+    pub restarts: u32,
+    pub last_exit: Option<LastExit>,
+    /// Unix time (seconds) of the last state change.
+    pub since: f64,
+    #[serde(rename = "type")]
+    pub service_type: String,
+    /// Why it failed, when `failed`.
+    pub result: Option<String>,
+    /// What a queued start waits for.
+    pub waiting_for: Option<String>,
+    /// `STATUS=` of a notify service.
+    pub status_text: Option<String>,
+    pub command: Vec<String>,
+    pub requires: Vec<String>,
+    pub wants: Vec<String>,
+    pub after: Vec<String>,
+    /// The newest log lines (`status` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<LogEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Unix time in seconds.
+    pub time: f64,
+    pub pid: i32,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum Response {
+    Error { message: String },
+    Done { message: String },
+    List { services: Vec<ServiceInfo> },
+    Status { service: ServiceInfo },
+    Logs { lines: Vec<LogEntry> },
+    Line { line: LogEntry },
+    Reload { report: ReloadReport },
+}
+
+/// Parses one request line. Never panics; the error says what is wrong.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    if line.len() > MAX_REQUEST {
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    let text = std::str::from_utf8(line).map_err(|_| "request is not UTF-8".to_string())?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("request is not JSON: {e}"))?;
+    match value.get("version").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(VERSION) => {}
+        Some(v) => {
+            return Err(format!(
+                "protocol version {v} is not supported; init speaks version {VERSION}"
+            ))
+        }
+        None => return Err("request has no protocol version".into()),
+    }
+    serde_json::from_value(value).map_err(|e| format!("invalid request: {e}"))
+}
+
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(message).unwrap_or_else(|e| {
+        format!("{{\"reply\":\"error\",\"message\":\"cannot encode reply: {e}\"}}").into_bytes()
+    });
+    bytes.push(b'\n');
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let cases = [
+            Command::List,
+            Command::Status { name: "web".into() },
+            Command::Start { name: "web".into() },
+            Command::Stop { name: "web".into() },
+            Command::Restart { name: "web".into() },
+            Command::Logs {
+                name: "web".into(),
+                lines: Some(5),
+                follow: true,
+            },
+            Command::Reload,
+            Command::Poweroff,
+            Command::Reboot,
+        ];
+        for command in cases {
+            let request = Request {
+                version: VERSION,
+                command,
+            };
+            let line = encode(&request);
+            assert_eq!(line.last(), Some(&b'\n'));
+            let parsed = parse_request(line.strip_suffix(b"\n").unwrap()).unwrap();
+            assert_eq!(parsed, request);
+        }
+        let minimal = parse_request(br#"{"version":1,"command":"logs","name":"x"}"#).unwrap();
+        assert_eq!(
+            minimal.command,
+            Command::Logs {
+                name: "x".into(),
+                lines: None,
+                follow: false
+            }
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_errors_not_panics() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "request is not JSON"),
+            (b"garbage", "request is not JSON"),
+            (b"\xff\xfe", "request is not UTF-8"),
+            (b"[]", "request has no protocol version"),
+            (b"{\"command\":\"list\"}", "request has no protocol version"),
+            (
+                b"{\"version\":2,\"command\":\"list\"}",
+                "protocol version 2 is not supported; init speaks version 1",
+            ),
+            (b"{\"version\":1}", "invalid request"),
+            (
+                b"{\"version\":1,\"command\":\"format-disk\"}",
+                "invalid request",
+            ),
+            (b"{\"version\":1,\"command\":\"start\"}", "invalid request"),
+            (
+                b"{\"version\":1,\"command\":\"start\",\"name\":5}",
+                "invalid request",
+            ),
+            (
+                b"{\"version\":1,\"command\":\"logs\",\"name\":\"x\",\"lines\":-1}",
+                "invalid request",
+            ),
+            (
+                b"{\"version\":1,\"command\":\"list\",\"extra\":1}",
+                "invalid request",
+            ),
+            (
+                b"{\"version\":1.5,\"command\":\"list\"}",
+                "request has no protocol version",
+            ),
+            (
+                b"{\"version\":1,\"command\":\"list\"",
+                "request is not JSON",
+            ),
+        ];
+        for (line, want) in cases {
+            let err = parse_request(line).unwrap_err();
+            assert!(
+                err.starts_with(want),
+                "{:?}: {err}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let huge = vec![b' '; MAX_REQUEST + 1];
+        assert_eq!(
+            parse_request(&huge).unwrap_err(),
+            format!("request longer than {MAX_REQUEST} bytes")
+        );
+        // Deep nesting must not overflow the stack.
+        let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
+        assert!(parse_request(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn last_exit_shape() {
+        assert_eq!(
+            serde_json::to_string(&LastExit::Code(3)).unwrap(),
+            r#"{"code":3}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&LastExit::Signal(9)).unwrap(),
+            r#"{"signal":9}"#
+        );
+    }
+}

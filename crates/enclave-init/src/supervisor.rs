@@ -1,0 +1,1537 @@
+//! The imperative shell: one thread, one `epoll` loop over a signalfd, a
+//! timerfd armed for the earliest deadline, the console, the control and
+//! notify sockets and the services' output pipes. Idle means no wakeups.
+//!
+//! It owns the services' runtime records, turns the world into
+//! [`lifecycle::Event`]s and carries out the [`lifecycle::Action`]s. It is
+//! the only place that waits for children (the one reaper).
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+
+use crate::config::{Config, Level};
+use crate::console;
+use crate::control::{self, Control};
+use crate::graph::{self, DepState, Deps, Gate};
+use crate::lifecycle::{Action, Event, Exit, Life, Pid, Proc, State};
+use crate::notify::NotifySocket;
+use crate::output::{LineSplitter, LogLine, LogRing};
+use crate::spawn;
+use crate::spec::{self, EndAction, ServiceSpec, ServiceType};
+use crate::sys;
+
+/// How init was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// PID 1 of an enclave: every end is `reboot(2)`.
+    Boot,
+    /// `--no-boot`: every end is `exit`.
+    NoBoot,
+}
+
+/// How init ends, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    Poweroff,
+    Reboot,
+    Exit(i32),
+}
+
+/// Everything the supervisor needs from the outside, so that tests can run
+/// it on a temporary tree.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub config: Config,
+    /// `/env` in boot mode, init's own environment otherwise.
+    pub base_env: Vec<(String, String)>,
+    /// Root for `/etc/passwd` and `/etc/group` lookups.
+    pub root: PathBuf,
+    /// `main` of `/cmd` or of `-- CMD`, beside the service files.
+    pub extra_services: Vec<ServiceSpec>,
+    /// Load the service directory too (not for `-- CMD` without one).
+    pub load_service_dir: bool,
+    pub proc_path: PathBuf,
+}
+
+/// One service's runtime record.
+pub struct Service {
+    pub spec: ServiceSpec,
+    pub life: Life,
+    pub logs: LogRing,
+    pub deps: Deps,
+    /// A start was asked for and waits for its dependencies.
+    pub start_pending: bool,
+    /// A stop was asked for and waits for the services ordered after it.
+    pub stop_pending: bool,
+    /// What the pending start waits for, for `initctl status`.
+    pub waiting_for: Option<String>,
+    /// A changed file, used from the next start on.
+    pub next_spec: Option<ServiceSpec>,
+    /// `STATUS=` from a notify service.
+    pub status_text: Option<String>,
+    /// Removed from the directory: forgotten once stopped.
+    pub removed: bool,
+}
+
+impl Service {
+    fn new(spec: ServiceSpec, now: Instant, log_cap: usize) -> Self {
+        Self {
+            spec,
+            life: Life::new(now),
+            logs: LogRing::new(log_cap),
+            deps: Deps::default(),
+            start_pending: false,
+            stop_pending: false,
+            waiting_for: None,
+            next_spec: None,
+            status_text: None,
+            removed: false,
+        }
+    }
+
+    /// The state `initctl` shows: a queued start is already "starting".
+    pub fn state_name(&self) -> &'static str {
+        if self.start_pending {
+            "starting"
+        } else {
+            self.life.state.name()
+        }
+    }
+
+    fn dep_state(&self) -> DepState {
+        if self.start_pending || self.stop_pending {
+            return DepState::Pending;
+        }
+        match &self.life.state {
+            State::Starting { .. } | State::Stopping { .. } | State::Waiting { .. } => {
+                DepState::Pending
+            }
+            State::Running { .. } | State::Exited { active: true } => DepState::Ready,
+            State::Exited { active: false } => DepState::Exited,
+            State::Stopped => DepState::Stopped,
+            State::Failed { .. } => DepState::Failed,
+        }
+    }
+}
+
+/// An output pipe of one spawned process.
+struct Pipe {
+    fd: OwnedFd,
+    service: String,
+    pid: Pid,
+    splitter: LineSplitter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShutdownPhase {
+    /// Services are being stopped in order.
+    Services,
+    /// SIGTERM sent to every remaining process.
+    Term,
+    /// SIGKILL sent.
+    Kill,
+}
+
+struct Shutdown {
+    ending: Ending,
+    phase: ShutdownPhase,
+    deadline: Option<Instant>,
+}
+
+const TOKEN_SIGNAL: u64 = 1;
+const TOKEN_TIMER: u64 = 2;
+const TOKEN_CONSOLE: u64 = 3;
+const TOKEN_NOTIFY: u64 = 4;
+const TOKEN_CONTROL: u64 = 5;
+const TOKEN_PIPE: u64 = 1 << 32;
+const TOKEN_CLIENT: u64 = 2 << 32;
+
+pub struct Supervisor {
+    pub settings: Settings,
+    epoll: Epoll,
+    signals: SignalFd,
+    timer: TimerFd,
+    timer_armed: Option<Instant>,
+    console_fd: Option<RawFd>,
+    console_watched: bool,
+    pub services: BTreeMap<String, Service>,
+    /// Every live process init started, by pid: its service.
+    procs: HashMap<Pid, String>,
+    pipes: HashMap<RawFd, Pipe>,
+    notify: Option<NotifySocket>,
+    control: Option<Control>,
+    shutdown: Option<Shutdown>,
+    finished: Option<Ending>,
+    has_children: bool,
+    is_pid1: bool,
+    /// Something changed that the dependency scheduler must look at.
+    dirty: bool,
+}
+
+/// Builds the error of a failed setup step: `epoll_create: ...`.
+fn setup_error(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+impl Supervisor {
+    /// Sets up the loop's descriptors. Signals must already be blocked.
+    pub fn new(settings: Settings, signal_mask: &nix::sys::signal::SigSet) -> Result<Self, String> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| setup_error("epoll_create", e))?;
+        let signals =
+            SignalFd::with_flags(signal_mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+                .map_err(|e| setup_error("signalfd", e))?;
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(|e| setup_error("timerfd_create", e))?;
+        epoll
+            .add(
+                signals.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
+            )
+            .map_err(|e| setup_error("epoll_ctl signalfd", e))?;
+        epoll
+            .add(
+                timer.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_TIMER),
+            )
+            .map_err(|e| setup_error("epoll_ctl timerfd", e))?;
+        let is_pid1 = sys::getpid() == 1;
+        if !is_pid1 {
+            // Orphans of the services must come to us, not to the real init.
+            if let Err(e) = sys::set_child_subreaper() {
+                console::log(
+                    Level::Error,
+                    &format!(
+                        "prctl(PR_SET_CHILD_SUBREAPER): {e}; orphans will not be reaped by init"
+                    ),
+                );
+            }
+        }
+        let mut supervisor = Self {
+            settings,
+            epoll,
+            signals,
+            timer,
+            timer_armed: None,
+            console_fd: console::fd(),
+            console_watched: false,
+            services: BTreeMap::new(),
+            procs: HashMap::new(),
+            pipes: HashMap::new(),
+            notify: None,
+            control: None,
+            shutdown: None,
+            finished: None,
+            has_children: true,
+            is_pid1,
+            dirty: false,
+        };
+        if let Some(fd) = supervisor.console_fd {
+            // EPERM for regular files: those never block, no need to watch.
+            let borrowed = console_borrow(fd);
+            if supervisor
+                .epoll
+                .add(
+                    borrowed,
+                    EpollEvent::new(EpollFlags::empty(), TOKEN_CONSOLE),
+                )
+                .is_err()
+            {
+                supervisor.console_fd = None;
+            }
+        }
+        supervisor.open_sockets();
+        Ok(supervisor)
+    }
+
+    fn open_sockets(&mut self) {
+        let socket_path = self.settings.config.control.socket.clone();
+        let notify_path = notify_path_for(&socket_path);
+        match NotifySocket::bind(&notify_path) {
+            Ok(sock) => {
+                if let Err(e) = self.epoll.add(
+                    sock.fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_NOTIFY),
+                ) {
+                    console::log(Level::Error, &format!("epoll_ctl notify socket: {e}"));
+                } else {
+                    self.notify = Some(sock);
+                }
+            }
+            Err(e) => console::log(
+                Level::Error,
+                &format!(
+                    "notify socket {}: {e}; Type=notify services will not become ready",
+                    notify_path.display()
+                ),
+            ),
+        }
+        match Control::bind(&socket_path) {
+            Ok(ctl) => {
+                if let Err(e) = self.epoll.add(
+                    ctl.listener_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CONTROL),
+                ) {
+                    console::log(Level::Error, &format!("epoll_ctl control socket: {e}"));
+                } else {
+                    self.control = Some(ctl);
+                }
+            }
+            Err(e) => console::log(
+                Level::Error,
+                &format!(
+                    "control socket {}: {e}; initctl will not reach init",
+                    socket_path.display()
+                ),
+            ),
+        }
+    }
+
+    /// Loads the services and supervises until init must end.
+    pub fn run(&mut self) -> Ending {
+        self.load_initial();
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            self.guard("scheduling", |s| {
+                if s.dirty {
+                    s.schedule();
+                }
+                s.progress_shutdown();
+            });
+            if let Some(ending) = self.finished.take() {
+                return ending;
+            }
+            self.guard("control", |s| {
+                if let Some(ctl) = s.control.as_mut() {
+                    if ctl.has_waiting() {
+                        ctl.settle_waiting(&s.services, &s.epoll);
+                    }
+                }
+            });
+            self.guard("console", Self::flush_console);
+            self.arm_timer();
+            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    // Nothing sensible to do but try again; never spin hard.
+                    console::log(Level::Error, &format!("epoll_wait: {e}"));
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            for event in events.iter().take(n) {
+                let (token, flags) = (event.data(), event.events());
+                self.guard("event", |s| s.dispatch(token, flags));
+            }
+        }
+    }
+
+    /// Runs one handler; a panic in it is logged and the loop goes on.
+    fn guard(&mut self, what: &str, f: impl FnOnce(&mut Self)) {
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            console::log(
+                Level::Error,
+                &format!("internal error while handling {what}: {text}; carrying on"),
+            );
+        }
+    }
+
+    fn dispatch(&mut self, token: u64, flags: EpollFlags) {
+        match token {
+            TOKEN_SIGNAL => self.on_signals(),
+            TOKEN_TIMER => self.on_timer(),
+            TOKEN_CONSOLE => self.flush_console(),
+            TOKEN_NOTIFY => self.on_notify(),
+            TOKEN_CONTROL => self.on_control_accept(),
+            t if t & TOKEN_CLIENT != 0 => self.on_control_client((t & 0xffff_ffff) as RawFd, flags),
+            t if t & TOKEN_PIPE != 0 => self.on_pipe((t & 0xffff_ffff) as RawFd),
+            other => console::log(Level::Warn, &format!("event for unknown token {other}")),
+        }
+    }
+
+    // ---- loading ----
+
+    fn load_initial(&mut self) {
+        let now = Instant::now();
+        let mut specs = Vec::new();
+        let mut broken = Vec::new();
+        if self.settings.load_service_dir {
+            let loaded = spec::load_dir(&self.settings.config.services.dir);
+            report_diagnostics(&loaded.diagnostics);
+            specs = loaded.services;
+            broken = loaded.broken;
+        }
+        for extra in self.settings.extra_services.clone() {
+            if specs.iter().any(|s| s.name == extra.name) {
+                console::log(
+                    Level::Warn,
+                    &format!(
+                        "{}/{}.service replaces the service {} from the command",
+                        self.settings.config.services.dir.display(),
+                        extra.name,
+                        extra.name
+                    ),
+                );
+            } else {
+                specs.push(extra);
+            }
+        }
+        if !broken.is_empty() {
+            console::log(
+                Level::Error,
+                &format!("not loaded (see above): {}", broken.join(", ")),
+            );
+        }
+        let cap = self.settings.config.log.buffer;
+        for mut spec in specs {
+            spec.timeout_stop
+                .get_or_insert(self.settings.config.shutdown.timeout);
+            self.services
+                .insert(spec.name.clone(), Service::new(spec, now, cap));
+        }
+        console::log(
+            Level::Info,
+            &format!(
+                "supervising {} service{}",
+                self.services.len(),
+                if self.services.len() == 1 { "" } else { "s" }
+            ),
+        );
+        let refused = self.rebuild_graph();
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            if let Some(reason) = refused.get(&name) {
+                self.deliver(
+                    &name,
+                    Event::Refuse {
+                        reason: reason.clone(),
+                    },
+                );
+            } else if let Some(svc) = self.services.get_mut(&name) {
+                svc.start_pending = true;
+            }
+        }
+        self.dirty = true;
+        if self.services.is_empty()
+            && self.settings.mode == Mode::NoBoot
+            && self.settings.extra_services.is_empty()
+        {
+            console::log(
+                Level::Warn,
+                "no services to supervise; waiting for initctl or a signal",
+            );
+        }
+    }
+
+    /// Recomputes every service's edges; returns the services that cannot
+    /// start (cycles, missing requirements) with their reasons.
+    fn rebuild_graph(&mut self) -> BTreeMap<String, String> {
+        let (deps, problems) = graph::build(
+            self.services
+                .values()
+                .filter(|s| !s.removed)
+                .map(|s| &s.spec),
+        );
+        for (name, missing) in &problems.missing_wants {
+            console::log(
+                Level::Warn,
+                &format!("{name}: wants {missing}, which does not exist"),
+            );
+        }
+        for (name, svc) in self.services.iter_mut() {
+            svc.deps = deps.get(name).cloned().unwrap_or_default();
+        }
+        problems.failures()
+    }
+
+    // ---- events to services ----
+
+    /// Hands one event to a service and carries out what it decides.
+    fn deliver(&mut self, name: &str, event: Event) {
+        let now = Instant::now();
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        if svc.next_spec.is_some()
+            && matches!(event, Event::Start | Event::Restart | Event::Deadline)
+            && (svc.life.state.is_settled() || matches!(svc.life.state, State::Waiting { .. }))
+        {
+            if let Some(mut next) = svc.next_spec.take() {
+                next.timeout_stop
+                    .get_or_insert(self.settings.config.shutdown.timeout);
+                svc.spec = next;
+                console::log(
+                    Level::Info,
+                    &format!("{name}: using its changed service file"),
+                );
+            }
+        }
+        let before = svc.life.state.clone();
+        let mut queue: std::collections::VecDeque<Action> =
+            svc.life.handle(&svc.spec, event, now).into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Spawn(proc) => {
+                    let result = self.spawn(name, proc);
+                    if let Some(svc) = self.services.get_mut(name) {
+                        queue.extend(svc.life.handle(&svc.spec, result, Instant::now()));
+                    }
+                }
+                Action::Signal { pid, group, signal } => signal_process(name, pid, group, signal),
+                Action::Log(level, message) => console::log(level, &format!("{name}: {message}")),
+                Action::End(action, status) => self.end_action(name, action, status),
+            }
+        }
+        self.after_transition(name, &before);
+    }
+
+    /// Reacts to a service's change for the others: dependents of a service
+    /// that went down are stopped, and the scheduler looks again.
+    fn after_transition(&mut self, name: &str, before: &State) {
+        let Some(svc) = self.services.get(name) else {
+            return;
+        };
+        let now_state = &svc.life.state;
+        if std::mem::discriminant(before) == std::mem::discriminant(now_state)
+            && before == now_state
+        {
+            return;
+        }
+        self.dirty = true;
+        let went_down = match now_state {
+            State::Failed { .. } | State::Stopped => true,
+            State::Exited { active: false } => svc.spec.service_type != ServiceType::Oneshot,
+            State::Exited { active: true }
+            | State::Starting { .. }
+            | State::Running { .. }
+            | State::Stopping { .. }
+            | State::Waiting { .. } => false,
+        };
+        let was_up = matches!(
+            before,
+            State::Running { .. }
+                | State::Starting { .. }
+                | State::Stopping { .. }
+                | State::Exited { active: true }
+        );
+        if went_down && was_up {
+            let dependents: Vec<String> = svc.deps.required_by.iter().cloned().collect();
+            let why = now_state.name();
+            for dep in dependents {
+                if let Some(d) = self.services.get_mut(&dep) {
+                    if !d.life.state.is_settled()
+                        && !d.stop_pending
+                        && !matches!(d.life.state, State::Stopping { .. })
+                    {
+                        console::log(
+                            Level::Info,
+                            &format!("{dep}: stopping: it requires {name}, which is {why}"),
+                        );
+                        d.stop_pending = true;
+                        d.start_pending = false;
+                    }
+                }
+            }
+        }
+        if self
+            .services
+            .get(name)
+            .is_some_and(|s| s.removed && s.life.state.is_settled())
+        {
+            self.services.remove(name);
+            console::log(Level::Info, &format!("{name}: removed"));
+        }
+    }
+
+    /// Starts what may start and stops what may stop, until nothing moves.
+    fn schedule(&mut self) {
+        self.dirty = false;
+        if self.shutdown.is_some() {
+            // Whatever still runs or is about to restart must stop.
+            for svc in self.services.values_mut() {
+                svc.start_pending = false;
+                if !svc.life.state.is_settled()
+                    && !svc.stop_pending
+                    && !matches!(svc.life.state, State::Stopping { .. })
+                {
+                    svc.stop_pending = true;
+                }
+            }
+        }
+        loop {
+            let mut moved = false;
+            let pending: Vec<String> = self
+                .services
+                .iter()
+                .filter(|(_, s)| s.start_pending || s.stop_pending)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in pending {
+                let Some(svc) = self.services.get(&name) else {
+                    continue;
+                };
+                if svc.stop_pending {
+                    let blocker = graph::stop_gate(&svc.deps, |other| {
+                        self.services.get(other).is_some_and(|o| {
+                            o.stop_pending || matches!(o.life.state, State::Stopping { .. })
+                        })
+                    });
+                    if blocker.is_none() {
+                        if let Some(svc) = self.services.get_mut(&name) {
+                            svc.stop_pending = false;
+                        }
+                        self.deliver(&name, Event::Stop);
+                        moved = true;
+                    }
+                } else if svc.start_pending {
+                    let gate = graph::start_gate(&svc.deps, |other| {
+                        self.services
+                            .get(other)
+                            .map_or(DepState::Stopped, Service::dep_state)
+                    });
+                    match gate {
+                        Gate::Go => {
+                            if let Some(svc) = self.services.get_mut(&name) {
+                                svc.start_pending = false;
+                                svc.waiting_for = None;
+                            }
+                            self.deliver(&name, Event::Start);
+                            moved = true;
+                        }
+                        Gate::Fail(reason) => {
+                            if let Some(svc) = self.services.get_mut(&name) {
+                                svc.start_pending = false;
+                                svc.waiting_for = None;
+                            }
+                            console::log(Level::Error, &format!("{name}: not started: {reason}"));
+                            self.deliver(&name, Event::Refuse { reason });
+                            moved = true;
+                        }
+                        Gate::Wait(reason) => {
+                            if let Some(svc) = self.services.get_mut(&name) {
+                                svc.waiting_for = Some(reason);
+                            }
+                        }
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    // ---- requests (initctl, reload) ----
+
+    /// `initctl start`: the service and what it requires and wants.
+    pub fn request_start(&mut self, name: &str) -> Result<String, String> {
+        if self.shutdown.is_some() {
+            return Err("init is shutting down".into());
+        }
+        if !self.services.contains_key(name) {
+            return Err(format!("no such service: {name}"));
+        }
+        let mut todo = vec![name.to_string()];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(n) = todo.pop() {
+            if !seen.insert(n.clone()) {
+                continue;
+            }
+            if let Some(svc) = self.services.get_mut(&n) {
+                let active = matches!(
+                    svc.life.state,
+                    State::Running { .. } | State::Starting { .. } | State::Exited { active: true }
+                );
+                if !active || n == name {
+                    svc.stop_pending = false;
+                    if !active {
+                        svc.start_pending = true;
+                    }
+                }
+                todo.extend(svc.deps.requires.iter().cloned());
+                todo.extend(svc.deps.wants.iter().cloned());
+            }
+        }
+        // A start by hand on a refused service retries it: re-check its
+        // dependencies now (they may have been fixed by a reload).
+        self.dirty = true;
+        self.schedule();
+        Ok(format!(
+            "{name}: {}",
+            self.services.get(name).map_or("gone", Service::state_name)
+        ))
+    }
+
+    /// `initctl stop`: the service and what requires it, dependents first.
+    pub fn request_stop(&mut self, name: &str) -> Result<String, String> {
+        if !self.services.contains_key(name) {
+            return Err(format!("no such service: {name}"));
+        }
+        let mut todo = vec![name.to_string()];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(n) = todo.pop() {
+            if !seen.insert(n.clone()) {
+                continue;
+            }
+            if let Some(svc) = self.services.get_mut(&n) {
+                svc.start_pending = false;
+                svc.waiting_for = None;
+                if !svc.life.state.is_settled() || n == name {
+                    svc.stop_pending = true;
+                }
+                todo.extend(svc.deps.required_by.iter().cloned());
+            }
+        }
+        self.dirty = true;
+        self.schedule();
+        Ok(format!(
+            "{name}: {}",
+            self.services.get(name).map_or("gone", Service::state_name)
+        ))
+    }
+
+    pub fn request_restart(&mut self, name: &str) -> Result<String, String> {
+        if self.shutdown.is_some() {
+            return Err("init is shutting down".into());
+        }
+        if !self.services.contains_key(name) {
+            return Err(format!("no such service: {name}"));
+        }
+        self.deliver(name, Event::Restart);
+        Ok(format!(
+            "{name}: {}",
+            self.services.get(name).map_or("gone", Service::state_name)
+        ))
+    }
+
+    /// Re-reads the service directory (`initctl reload`, SIGHUP).
+    pub fn reload(&mut self) -> control::ReloadReport {
+        let mut report = control::ReloadReport::default();
+        if !self.settings.load_service_dir {
+            report
+                .errors
+                .push("no service directory in use (--no-boot -- CMD)".into());
+            return report;
+        }
+        let dir = self.settings.config.services.dir.clone();
+        let loaded = spec::load_dir(&dir);
+        report_diagnostics(&loaded.diagnostics);
+        report.errors.extend(
+            loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == crate::diag::Severity::Error)
+                .map(ToString::to_string),
+        );
+        if let Some(dir_error) = loaded.diagnostics.iter().find(|d| {
+            d.file == dir && d.line.is_none() && d.severity == crate::diag::Severity::Error
+        }) {
+            // The directory itself is unreadable: change nothing.
+            console::log(
+                Level::Error,
+                &format!("reload: {dir_error}; services left as they are"),
+            );
+            return report;
+        }
+        let now = Instant::now();
+        let mut fresh: BTreeMap<String, ServiceSpec> = loaded
+            .services
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        for extra in &self.settings.extra_services {
+            fresh
+                .entry(extra.name.clone())
+                .or_insert_with(|| extra.clone());
+        }
+        let broken: std::collections::BTreeSet<String> = loaded.broken.into_iter().collect();
+        // Removed: stop and forget. Broken files keep their running service.
+        let current: Vec<String> = self.services.keys().cloned().collect();
+        for name in &current {
+            if !fresh.contains_key(name) && !broken.contains(name) {
+                report.removed.push(name.clone());
+                if let Some(svc) = self.services.get_mut(name) {
+                    svc.removed = true;
+                }
+                if self
+                    .services
+                    .get(name)
+                    .is_some_and(|s| s.life.state.is_settled() && !s.start_pending)
+                {
+                    self.services.remove(name);
+                } else {
+                    let _ = self.request_stop(name);
+                }
+            }
+        }
+        let cap = self.settings.config.log.buffer;
+        let mut added = Vec::new();
+        for (name, mut spec) in fresh {
+            match self.services.get_mut(&name) {
+                Some(svc) => {
+                    let mut current = svc.spec.clone();
+                    current.timeout_stop = spec.timeout_stop.or(current.timeout_stop);
+                    spec.timeout_stop
+                        .get_or_insert(self.settings.config.shutdown.timeout);
+                    if svc.spec != spec {
+                        report.changed.push(name.clone());
+                        svc.next_spec = Some(spec);
+                    }
+                }
+                None => {
+                    spec.timeout_stop
+                        .get_or_insert(self.settings.config.shutdown.timeout);
+                    report.added.push(name.clone());
+                    self.services
+                        .insert(name.clone(), Service::new(spec, now, cap));
+                    added.push(name);
+                }
+            }
+        }
+        // Dependencies are computed from the files as they are now.
+        let saved: Vec<(String, ServiceSpec)> = self
+            .services
+            .iter()
+            .filter_map(|(n, s)| s.next_spec.clone().map(|next| (n.clone(), next)))
+            .collect();
+        let mut originals = Vec::new();
+        for (name, next) in &saved {
+            if let Some(svc) = self.services.get_mut(name) {
+                originals.push((name.clone(), std::mem::replace(&mut svc.spec, next.clone())));
+            }
+        }
+        let refused = self.rebuild_graph();
+        for (name, original) in originals {
+            if let Some(svc) = self.services.get_mut(&name) {
+                svc.spec = original;
+            }
+        }
+        for name in added {
+            if let Some(reason) = refused.get(&name) {
+                self.deliver(
+                    &name,
+                    Event::Refuse {
+                        reason: reason.clone(),
+                    },
+                );
+            } else if self.shutdown.is_none() {
+                if let Some(svc) = self.services.get_mut(&name) {
+                    svc.start_pending = true;
+                }
+            }
+        }
+        self.dirty = true;
+        console::log(
+            Level::Info,
+            &format!(
+                "reloaded {}: {} added, {} removed, {} changed, {} errors",
+                dir.display(),
+                report.added.len(),
+                report.removed.len(),
+                report.changed.len(),
+                report.errors.len()
+            ),
+        );
+        report
+    }
+
+    // ---- processes ----
+
+    fn spawn(&mut self, name: &str, proc: Proc) -> Event {
+        let Some(svc) = self.services.get(name) else {
+            return Event::SpawnFailed {
+                reason: "service vanished".into(),
+                status: 1,
+                transient: false,
+            };
+        };
+        let spec = &svc.spec;
+        let argv = match proc {
+            Proc::Main => Some(&spec.exec_start),
+            Proc::Pre(i) => spec.exec_start_pre.get(i).map(|c| &c.argv),
+            Proc::Stop(i) => spec.exec_stop.get(i).map(|c| &c.argv),
+        };
+        let Some(argv) = argv else {
+            return Event::SpawnFailed {
+                reason: format!("no command for {proc:?}"),
+                status: 1,
+                transient: false,
+            };
+        };
+        let mut extra = Vec::new();
+        if proc == Proc::Main && spec.service_type == ServiceType::Notify {
+            if let Some(sock) = &self.notify {
+                extra.push(("NOTIFY_SOCKET".to_string(), sock.path.display().to_string()));
+            }
+        }
+        if let (Proc::Stop(_), Some(pid)) = (proc, svc.life.state.main_pid()) {
+            extra.push(("MAINPID".to_string(), pid.to_string()));
+        }
+        let launch = match spawn::prepare(
+            &self.settings.root,
+            &self.settings.base_env,
+            spec,
+            argv,
+            &extra,
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                return Event::SpawnFailed {
+                    reason: e.reason,
+                    status: e.status,
+                    transient: e.transient,
+                }
+            }
+        };
+        let (stdout, stderr, read) = match spawn::streams(spec) {
+            Ok(s) => s,
+            Err(e) => {
+                let transient = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                );
+                return Event::SpawnFailed {
+                    reason: format!("output pipe: {e}"),
+                    status: 1,
+                    transient,
+                };
+            }
+        };
+        match spawn::start(launch, stdout, stderr) {
+            Ok(pid) => {
+                self.forget_stale_group(pid);
+                self.procs.insert(pid, name.to_string());
+                self.has_children = true;
+                if let Some(fd) = read {
+                    self.watch_pipe(fd, name, pid);
+                }
+                Event::Spawned { pid }
+            }
+            Err(e) => Event::SpawnFailed {
+                reason: e.reason,
+                status: e.status,
+                transient: e.transient,
+            },
+        }
+    }
+
+    /// A new process got a pid that a stopping service still remembers as
+    /// its process group: that group is gone (pids are not reused while a
+    /// group of that number exists), so never signal it again.
+    fn forget_stale_group(&mut self, pid: Pid) {
+        let stale: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, s)| matches!(s.life.state, State::Stopping { group: Some(g), group_alive: true, main: None, .. } if g == pid))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale {
+            self.deliver(&name, Event::GroupEmpty);
+        }
+    }
+
+    fn watch_pipe(&mut self, fd: OwnedFd, name: &str, pid: Pid) {
+        let raw = fd.as_raw_fd();
+        let token = TOKEN_PIPE | raw as u64;
+        if let Err(e) = self
+            .epoll
+            .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
+        {
+            console::log(
+                Level::Error,
+                &format!("{name}: cannot watch its output: {e}"),
+            );
+            return;
+        }
+        self.pipes.insert(
+            raw,
+            Pipe {
+                fd,
+                service: name.to_string(),
+                pid,
+                splitter: LineSplitter::default(),
+            },
+        );
+    }
+
+    fn on_pipe(&mut self, raw: RawFd) {
+        const CHUNK: usize = 64 * 1024;
+        // Bounded work per wakeup keeps one chatty service from starving
+        // the others; epoll is level-triggered and calls again.
+        const BUDGET: usize = 4;
+        let mut buf = vec![0u8; CHUNK];
+        let mut lines = Vec::new();
+        let mut closed = false;
+        let Some(pipe) = self.pipes.get_mut(&raw) else {
+            return;
+        };
+        for _ in 0..BUDGET {
+            match sys::read(pipe.fd.as_fd(), &mut buf) {
+                Ok(0) => {
+                    pipe.splitter.finish(&mut lines);
+                    closed = true;
+                    break;
+                }
+                Ok(n) => pipe
+                    .splitter
+                    .push(buf.get(..n).unwrap_or_default(), &mut lines),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    pipe.splitter.finish(&mut lines);
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let (service, pid) = (pipe.service.clone(), pipe.pid);
+        self.record_lines(&service, pid, lines);
+        if closed {
+            if let Some(pipe) = self.pipes.remove(&raw) {
+                let _ = self.epoll.delete(pipe.fd.as_fd());
+            }
+        }
+    }
+
+    fn record_lines(&mut self, service: &str, pid: Pid, lines: Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
+        let now = SystemTime::now();
+        let svc = self.services.get_mut(service);
+        let mut ring = svc.map(|s| &mut s.logs);
+        for text in lines {
+            console::service_line(service, pid, &text);
+            if let Some(ring) = ring.as_deref_mut() {
+                ring.push(LogLine {
+                    time: now,
+                    pid,
+                    text,
+                });
+            }
+        }
+        if let Some(ctl) = self.control.as_mut() {
+            if let Some(svc) = self.services.get(service) {
+                ctl.new_lines(service, &svc.logs, &self.epoll);
+            }
+        }
+    }
+
+    /// The one reaper: every exited child, routed to its service.
+    fn reap(&mut self) {
+        let mut exits = Vec::new();
+        loop {
+            match sys::reap_one() {
+                Ok(Some(exit)) => exits.push(exit),
+                Ok(None) => break,
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                    self.has_children = false;
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => {
+                    console::log(Level::Error, &format!("waitpid: {e}"));
+                    break;
+                }
+            }
+        }
+        // Decide about groups only after every zombie is gone, so that a
+        // group of zombies does not count as alive.
+        for (pid, exit) in exits {
+            match self.procs.remove(&pid) {
+                Some(name) => {
+                    let group_alive = group_exists(pid);
+                    self.deliver(
+                        &name,
+                        Event::Exited {
+                            pid,
+                            exit,
+                            group_alive,
+                        },
+                    );
+                }
+                None => console::log(
+                    Level::Debug,
+                    &format!("reaped orphan {pid} ({})", describe(exit)),
+                ),
+            }
+        }
+        let emptied: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, s)| match s.life.state {
+                State::Stopping {
+                    main: None,
+                    group: Some(g),
+                    group_alive: true,
+                    ..
+                } => !group_exists(g),
+                _ => false,
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in emptied {
+            self.deliver(&name, Event::GroupEmpty);
+        }
+    }
+
+    // ---- signals, timers, notifications ----
+
+    fn on_signals(&mut self) {
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => self.on_signal(info.ssi_signo as i32, info.ssi_pid as Pid),
+                Ok(None) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    console::log(Level::Error, &format!("reading signalfd: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_signal(&mut self, signal: i32, sender: Pid) {
+        match signal {
+            libc::SIGCHLD => self.reap(),
+            libc::SIGTERM | libc::SIGINT | libc::SIGPWR => {
+                let ending = match self.settings.mode {
+                    Mode::Boot => Ending::Poweroff,
+                    Mode::NoBoot => Ending::Exit(0),
+                };
+                self.begin_shutdown(
+                    ending,
+                    &format!("received {} from pid {sender}", spec::signal_name(signal)),
+                );
+            }
+            libc::SIGHUP => {
+                console::log(Level::Info, "received SIGHUP: reloading service files");
+                self.reload();
+            }
+            other => console::log(
+                Level::Debug,
+                &format!("ignoring {} from pid {sender}", spec::signal_name(other)),
+            ),
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let mut buf = [0u8; 8];
+        let _ = sys::read(self.timer.as_fd(), &mut buf);
+        self.timer_armed = None;
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.life.state.deadline().is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.deliver(&name, Event::Deadline);
+        }
+        if let Some(ctl) = self.control.as_mut() {
+            ctl.on_deadline(now, &self.epoll);
+        }
+        self.progress_shutdown();
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let services = self
+            .services
+            .values()
+            .filter_map(|s| s.life.state.deadline());
+        let shutdown = self.shutdown.as_ref().and_then(|s| s.deadline);
+        let control = self.control.as_ref().and_then(Control::deadline);
+        services.chain(shutdown).chain(control).min()
+    }
+
+    fn arm_timer(&mut self) {
+        let next = self.next_deadline();
+        if next == self.timer_armed {
+            return;
+        }
+        let result = match next {
+            None => self.timer.unset(),
+            Some(at) => {
+                // A zero expiry would disarm the timer: use 1 ns instead.
+                let wait = at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_nanos(1));
+                self.timer.set(
+                    Expiration::OneShot(TimeSpec::from_duration(wait)),
+                    TimerSetTimeFlags::empty(),
+                )
+            }
+        };
+        match result {
+            Ok(()) => self.timer_armed = next,
+            Err(e) => console::log(Level::Error, &format!("timerfd_settime: {e}")),
+        }
+    }
+
+    fn on_notify(&mut self) {
+        // Bounded per wakeup; level-triggered epoll brings us back.
+        for _ in 0..64 {
+            let message = match self.notify.as_ref().map(NotifySocket::recv) {
+                Some(Ok(Some(m))) => m,
+                Some(Ok(None)) | None => return,
+                Some(Err(e)) => {
+                    console::log(Level::Error, &format!("notify socket: {e}"));
+                    return;
+                }
+            };
+            self.on_notify_message(message);
+        }
+    }
+
+    fn on_notify_message(&mut self, message: crate::notify::Message) {
+        let pid = message.pid;
+        let Some(name) = self.service_of_process(pid) else {
+            console::log(Level::Warn, &format!("notify: ignoring a message from pid {pid}: not a process of a Type=notify service"));
+            return;
+        };
+        let fields = match message.body {
+            Ok(f) => f,
+            Err(reason) => {
+                console::log(
+                    Level::Warn,
+                    &format!("{name}: notify: ignoring garbage from pid {pid}: {reason}"),
+                );
+                return;
+            }
+        };
+        for (key, value) in fields {
+            match key.as_str() {
+                "READY" if value == "1" => self.deliver(&name, Event::Ready),
+                "STATUS" => {
+                    if let Some(svc) = self.services.get_mut(&name) {
+                        svc.status_text = Some(value.chars().take(256).collect());
+                    }
+                }
+                "STOPPING" if value == "1" => {
+                    console::log(Level::Info, &format!("{name}: reports it is stopping"))
+                }
+                _ => console::log(Level::Debug, &format!("{name}: notify: ignoring {key}")),
+            }
+        }
+    }
+
+    /// The notify service a process belongs to: its main process, or a
+    /// process in the main process's group.
+    fn service_of_process(&self, pid: Pid) -> Option<String> {
+        let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+            .ok()
+            .map(|g| g.as_raw());
+        self.services
+            .iter()
+            .filter(|(_, s)| s.spec.service_type == ServiceType::Notify)
+            .find(|(_, s)| {
+                s.life
+                    .state
+                    .main_pid()
+                    .is_some_and(|main| main == pid || Some(main) == group)
+            })
+            .map(|(n, _)| n.clone())
+    }
+
+    // ---- control socket ----
+
+    fn on_control_accept(&mut self) {
+        if let Some(ctl) = self.control.as_mut() {
+            ctl.accept(&self.epoll, TOKEN_CLIENT);
+        }
+    }
+
+    fn on_control_client(&mut self, fd: RawFd, flags: EpollFlags) {
+        let Some(mut ctl) = self.control.take() else {
+            return;
+        };
+        let requests = ctl.on_client_event(fd, flags, &self.epoll);
+        for (client, request) in requests {
+            let reply = control::execute(self, &mut ctl, client, request);
+            ctl.reply(client, reply, &self.epoll);
+        }
+        ctl.settle_waiting(&self.services, &self.epoll);
+        self.control = Some(ctl);
+    }
+
+    // ---- ends ----
+
+    fn end_action(&mut self, name: &str, action: EndAction, status: i32) {
+        let ending = match (action, self.settings.mode) {
+            (EndAction::None, _) => return,
+            (EndAction::Poweroff, Mode::Boot) | (EndAction::Exit, Mode::Boot) => Ending::Poweroff,
+            (EndAction::Reboot, Mode::Boot) => Ending::Reboot,
+            (EndAction::Poweroff | EndAction::Reboot, Mode::NoBoot) => Ending::Exit(0),
+            (EndAction::Exit, Mode::NoBoot) => Ending::Exit(status),
+        };
+        let kind = match action {
+            EndAction::None => "none",
+            EndAction::Poweroff => "poweroff",
+            EndAction::Reboot => "reboot",
+            EndAction::Exit => "exit",
+        };
+        self.begin_shutdown(
+            ending,
+            &format!("service {name} ended: its action is {kind} (status {status})"),
+        );
+    }
+
+    /// Starts an orderly shutdown: services in reverse dependency order,
+    /// then every remaining process, then the end.
+    pub fn begin_shutdown(&mut self, ending: Ending, reason: &str) {
+        if self.shutdown.is_some() {
+            console::log(
+                Level::Info,
+                &format!("already shutting down; ignoring: {reason}"),
+            );
+            return;
+        }
+        console::log(
+            Level::Info,
+            &format!("shutting down ({}): {reason}", ending_name(&ending)),
+        );
+        self.shutdown = Some(Shutdown {
+            ending,
+            phase: ShutdownPhase::Services,
+            deadline: None,
+        });
+        self.dirty = true;
+    }
+
+    fn progress_shutdown(&mut self) {
+        let Some(shutdown) = self.shutdown.as_ref() else {
+            return;
+        };
+        let now = Instant::now();
+        match shutdown.phase {
+            ShutdownPhase::Services => {
+                let busy = self
+                    .services
+                    .values()
+                    .any(|s| !s.life.state.is_settled() || s.stop_pending);
+                if busy {
+                    return;
+                }
+                self.reap();
+                if !self.has_children {
+                    return self.finish();
+                }
+                console::log(
+                    Level::Info,
+                    "services stopped; sending SIGTERM to remaining processes",
+                );
+                self.signal_remaining(libc::SIGTERM);
+                self.signal_remaining(libc::SIGCONT);
+                let timeout = self.settings.config.shutdown.timeout;
+                if let Some(s) = self.shutdown.as_mut() {
+                    s.phase = ShutdownPhase::Term;
+                    s.deadline = now.checked_add(timeout);
+                }
+                self.reap();
+                if !self.has_children {
+                    self.finish();
+                }
+            }
+            ShutdownPhase::Term | ShutdownPhase::Kill => {
+                if !self.has_children {
+                    return self.finish();
+                }
+                if shutdown.deadline.is_some_and(|d| d <= now) {
+                    if shutdown.phase == ShutdownPhase::Term {
+                        console::log(Level::Warn, "processes still running; sending SIGKILL");
+                        self.signal_remaining(libc::SIGKILL);
+                        if let Some(s) = self.shutdown.as_mut() {
+                            s.phase = ShutdownPhase::Kill;
+                            s.deadline = now.checked_add(Duration::from_secs(5));
+                        }
+                        self.reap();
+                        if !self.has_children {
+                            self.finish();
+                        }
+                    } else {
+                        console::log(Level::Error, "processes survive SIGKILL; ending anyway");
+                        self.finish();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Signals every process init is responsible for. As PID 1 that is
+    /// everyone (`kill(-1)` spares init itself); as a subreaper only our own
+    /// descendants, never the rest of the machine.
+    fn signal_remaining(&self, signal: i32) {
+        if self.is_pid1 {
+            if let Err(e) = sys::kill(-1, signal) {
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    console::log(
+                        Level::Error,
+                        &format!("kill(-1, {}): {e}", spec::signal_name(signal)),
+                    );
+                }
+            }
+            return;
+        }
+        for pid in descendants(&self.settings.proc_path, sys::getpid()) {
+            let _ = sys::kill(pid, signal);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            self.finished = Some(shutdown.ending);
+        }
+    }
+
+    fn flush_console(&mut self) {
+        let pending = console::flush();
+        if let Some(fd) = self.console_fd {
+            if pending != self.console_watched {
+                let flags = if pending {
+                    EpollFlags::EPOLLOUT
+                } else {
+                    EpollFlags::empty()
+                };
+                let mut event = EpollEvent::new(flags, TOKEN_CONSOLE);
+                if self.epoll.modify(console_borrow(fd), &mut event).is_ok() {
+                    self.console_watched = pending;
+                }
+            }
+        }
+    }
+
+    /// The control socket path's notify sibling (for tests and status).
+    pub fn notify_path(&self) -> Option<&Path> {
+        self.notify.as_ref().map(|n| n.path.as_path())
+    }
+
+    pub fn epoll(&self) -> &Epoll {
+        &self.epoll
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_some()
+    }
+}
+
+/// The console fd lives in a static for the whole run of init.
+fn console_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: the fd belongs to the console module's static, which is never
+    // dropped while init runs; borrowing it for 'static is sound.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// `<socket>.notify` beside the control socket, e.g.
+/// `/run/enclave-init.notify`.
+pub fn notify_path_for(control_socket: &Path) -> PathBuf {
+    control_socket.with_extension("notify")
+}
+
+fn signal_process(name: &str, pid: Pid, group: bool, signal: i32) {
+    let target = if group { -pid } else { pid };
+    match sys::kill(target, signal) {
+        Ok(()) => {
+            if signal != libc::SIGCONT {
+                let whom = if group {
+                    format!("process group {pid}")
+                } else {
+                    format!("pid {pid}")
+                };
+                console::log(
+                    Level::Debug,
+                    &format!("{name}: sent {} to {whom}", spec::signal_name(signal)),
+                );
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+        Err(e) => console::log(
+            Level::Warn,
+            &format!("{name}: kill({target}, {}): {e}", spec::signal_name(signal)),
+        ),
+    }
+}
+
+fn group_exists(pgid: Pid) -> bool {
+    match sys::kill(-pgid, 0) {
+        Ok(()) => true,
+        Err(e) => e.raw_os_error() == Some(libc::EPERM),
+    }
+}
+
+fn describe(exit: Exit) -> String {
+    exit.describe()
+}
+
+fn ending_name(ending: &Ending) -> String {
+    match ending {
+        Ending::Poweroff => "poweroff".into(),
+        Ending::Reboot => "reboot".into(),
+        Ending::Exit(status) => format!("exit {status}"),
+    }
+}
+
+fn report_diagnostics(diags: &[crate::diag::Diagnostic]) {
+    for d in diags {
+        let level = match d.severity {
+            crate::diag::Severity::Error => Level::Error,
+            crate::diag::Severity::Warning => Level::Warn,
+        };
+        console::log(level, &d.to_string());
+    }
+}
+
+/// Every descendant of `root` by walking `/proc/*/stat` parent links.
+pub fn descendants(proc_path: &Path, root: Pid) -> Vec<Pid> {
+    let mut parent_of: HashMap<Pid, Pid> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir(proc_path) {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<Pid>().ok())
+            else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) {
+                // The command name may hold spaces and parentheses: parse
+                // after the last ')'.
+                if let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) {
+                    if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok())
+                    {
+                        parent_of.insert(pid, ppid);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (child, parent) in &parent_of {
+            if *parent == p && *child != root {
+                out.push(*child);
+                frontier.push(*child);
+            }
+        }
+    }
+    out
+}
