@@ -141,12 +141,14 @@ fn child_setup(identity: Option<&Identity>, limits: &[Rlimit]) -> io::Result<()>
     // Own session and process group: stopping the service signals it whole.
     // SAFETY: setsid takes no arguments.
     check(unsafe { libc::setsid() })?;
-    // Default dispositions and an empty mask: init blocks everything.
+    // Default dispositions and an empty mask: init blocks everything, and
+    // an ignored signal inherited by init would otherwise pass on through
+    // exec. The raw syscall, because libc's signal() refuses the signals it
+    // reserves for itself (32 and 33 in glibc), which may still arrive
+    // ignored from whoever started init.
     for signal in 1..=64 {
         if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-            // SAFETY: SIG_DFL is a valid disposition; errors (invalid
-            // numbers on odd kernels) are harmless and ignored.
-            unsafe { libc::signal(signal, libc::SIG_DFL) };
+            set_default_disposition(signal);
         }
     }
     // SAFETY: `empty` is a valid, initialised sigset.
@@ -195,6 +197,37 @@ fn child_setup(identity: Option<&Identity>, limits: &[Rlimit]) -> io::Result<()>
         }
     }
     Ok(())
+}
+
+/// The kernel's `struct sigaction` (x86_64, aarch64): handler, flags,
+/// restorer, mask. SIG_DFL needs no restorer.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+fn set_default_disposition(signal: i32) {
+    let action = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: `action` is a valid kernel sigaction for the call; the old
+    // action is not asked for; the mask size is the kernel's (8 bytes).
+    // Errors (a number the kernel does not know) are harmless and ignored.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signal,
+            &action as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        );
+    }
 }
 
 /// Installs [`child_setup`] as the command's pre-exec hook.

@@ -1,0 +1,418 @@
+//! Test harness: the real `enclave-init` binary as PID 1 of a new PID
+//! namespace (`unshare --pid --fork --mount-proc`) or as a child subreaper,
+//! on a temporary service directory. Tests wait for events (a console
+//! line, a socket, a file) with generous bounds, never for fixed sleeps.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn init_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_enclave-init")
+}
+
+pub fn initctl_bin() -> PathBuf {
+    // initctl is a sibling package's binary in the same target directory.
+    let exe = PathBuf::from(init_bin());
+    exe.with_file_name("initctl")
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("ei-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum As {
+    /// PID 1 of a new PID namespace.
+    Pid1,
+    /// A plain child of the test: init makes itself a subreaper.
+    Subreaper,
+}
+
+/// A running init and everything it printed.
+pub struct Init {
+    pub child: Child,
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    lines: Arc<(Mutex<Vec<(Instant, String)>>, Condvar)>,
+    pub exit: Option<std::process::ExitStatus>,
+}
+
+pub struct Builder {
+    dir: TempDir,
+    how: As,
+    extra_args: Vec<String>,
+    command: Vec<String>,
+    config: Option<String>,
+    env: Vec<(String, String)>,
+    env_remove: Vec<String>,
+}
+
+impl Builder {
+    pub fn new(tag: &str) -> Self {
+        let dir = TempDir::new(tag);
+        std::fs::create_dir_all(dir.path().join("service")).unwrap();
+        Self {
+            dir,
+            how: As::Pid1,
+            extra_args: Vec::new(),
+            command: Vec::new(),
+            config: None,
+            env: Vec::new(),
+            env_remove: Vec::new(),
+        }
+    }
+
+    pub fn service(self, name: &str, text: &str) -> Self {
+        self.dir.write(&format!("service/{name}.service"), text);
+        self
+    }
+
+    pub fn how(mut self, how: As) -> Self {
+        self.how = how;
+        self
+    }
+
+    pub fn command(mut self, argv: &[&str]) -> Self {
+        self.command = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn config(mut self, text: &str) -> Self {
+        self.config = Some(text.to_string());
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_string());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env_remove.push(key.into());
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn start(self) -> Init {
+        let socket = self.dir.path().join("ctl.sock");
+        let config = self
+            .dir
+            .write("enclave-init.toml", self.config.as_deref().unwrap_or(""));
+        let mut args: Vec<String> = vec![
+            "--no-boot".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--service-dir".into(),
+            self.dir.path().join("service").display().to_string(),
+            "--control-socket".into(),
+            socket.display().to_string(),
+        ];
+        args.extend(self.extra_args);
+        if !self.command.is_empty() {
+            args.push("--".into());
+            args.extend(self.command);
+        }
+        let mut cmd = match self.how {
+            As::Pid1 => {
+                let mut c = Command::new("unshare");
+                c.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+                    .arg(init_bin())
+                    .args(&args);
+                c
+            }
+            As::Subreaper => {
+                let mut c = Command::new(init_bin());
+                c.args(&args);
+                c
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for k in &self.env_remove {
+            cmd.env_remove(k);
+        }
+        let mut child = cmd
+            .spawn()
+            .expect("start enclave-init (is unshare installed? run as root)");
+        let lines: Arc<(Mutex<Vec<(Instant, String)>>, Condvar)> = Arc::default();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if std::env::var_os("EI_TEST_ECHO").is_some() {
+                        eprintln!("| {line}");
+                    }
+                    let (lock, cv) = &*lines;
+                    lock.lock().unwrap().push((Instant::now(), line));
+                    cv.notify_all();
+                }
+            });
+        }
+        Init {
+            child,
+            dir: self.dir,
+            socket,
+            lines,
+            exit: None,
+        }
+    }
+}
+
+impl Init {
+    pub fn output(&self) -> String {
+        let (lock, _) = &*self.lines;
+        lock.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        let (lock, _) = &*self.lines;
+        lock.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// Waits until `count` lines contain `needle`; returns when each came.
+    pub fn wait_count(&self, needle: &str, count: usize) -> Vec<Instant> {
+        let (lock, cv) = &*self.lines;
+        let deadline = Instant::now() + WAIT;
+        let mut guard = lock.lock().unwrap();
+        loop {
+            let hits: Vec<Instant> = guard
+                .iter()
+                .filter(|(_, l)| l.contains(needle))
+                .map(|(t, _)| *t)
+                .collect();
+            if hits.len() >= count {
+                return hits;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                drop(guard);
+                panic!(
+                    "timed out waiting for {count} lines containing {needle:?}; output:\n{}",
+                    self.output()
+                );
+            }
+            guard = cv.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn wait_for(&self, needle: &str) -> Instant {
+        self.wait_count(needle, 1)[0]
+    }
+
+    /// The line containing `needle` (waiting for it).
+    pub fn line_with(&self, needle: &str) -> String {
+        self.wait_for(needle);
+        self.lines()
+            .into_iter()
+            .find(|l| l.contains(needle))
+            .unwrap()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// The host pid of the init process itself.
+    pub fn init_pid(&self) -> i32 {
+        let outer = self.child.id() as i32;
+        // Under unshare, init is unshare's only child.
+        match std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")) {
+            Ok(children) if !children.trim().is_empty() && is_unshare(outer) => {
+                children.split_whitespace().next().unwrap().parse().unwrap()
+            }
+            _ => outer,
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = self.init_pid();
+        // SAFETY: plain kill(2) on a pid we started.
+        unsafe { libc::kill(pid, signal) };
+    }
+
+    /// Waits for init to exit; returns its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader threads take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                self.exit = Some(status);
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("init did not exit; output:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs initctl against this init.
+    pub fn initctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(initctl_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run initctl")
+    }
+
+    pub fn wait_socket(&self) {
+        wait_until("control socket", || self.socket.exists());
+    }
+}
+
+impl Drop for Init {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let pid = self.init_pid();
+            // SAFETY: plain kill(2) on processes we started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn is_unshare(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "unshare")
+}
+
+/// Polls `f` until true, with the generous bound; for state that has no
+/// line to wait on (a file appearing, a process gone).
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Fields of /proc/<pid>/status as (key, value).
+pub fn proc_status(pid: i32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+pub fn status_field(pid: i32, key: &str) -> String {
+    proc_status(pid)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
+/// (state, ppid, pgid, sid) from /proc/<pid>/stat.
+pub fn proc_stat(pid: i32) -> Option<(char, i32, i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        f[0].chars().next()?,
+        f[1].parse().ok()?,
+        f[2].parse().ok()?,
+        f[3].parse().ok()?,
+    ))
+}
+
+/// Host pids whose parent is `ppid`.
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() {
+            if proc_stat(pid).is_some_and(|(_, p, _, _)| p == ppid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// The pid in `started (pid N)` for `service`.
+pub fn started_pid(init: &Init, service: &str, nth: usize) -> i32 {
+    let needle = format!("{service}: started (pid ");
+    init.wait_count(&needle, nth);
+    let line = init
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(&needle))
+        .nth(nth - 1)
+        .unwrap();
+    line.rsplit("(pid ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap()
+}
