@@ -446,7 +446,7 @@ impl Drop for Control {
 /// while it has not.
 fn settled(svc: &Service, want: Want) -> Option<Response> {
     let name = &svc.spec.name;
-    if svc.start_pending || svc.stop_pending {
+    if svc.start_pending || svc.stop_pending || svc.restart_pending {
         return None;
     }
     match (&svc.life.state, want) {

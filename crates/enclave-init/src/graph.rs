@@ -479,8 +479,8 @@ mod tests {
         let mut specs: Vec<ServiceSpec> = (0..2000)
             .map(|i| svc(&format!("s{i:04}"), &[], &[], &[], &[]))
             .collect();
-        for i in 1..2000 {
-            specs[i].after = vec![format!("s{:04}", i - 1)];
+        for (i, spec) in specs.iter_mut().enumerate().skip(1) {
+            spec.after = vec![format!("s{:04}", i - 1)];
         }
         let (_, problems) = build(&specs);
         assert!(problems.cycles.is_empty());

@@ -202,13 +202,12 @@ pub enum StopPhase {
     Kill,
 }
 
-/// What follows once a stop completes.
+/// What follows once a stop completes. (A restart on request is a stop
+/// followed by a start, both through the supervisor's dependency queue.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterStop {
     /// Stopped on request: `stopped`.
     Stopped,
-    /// `restart` on request: start again.
-    Restart,
     /// The service ended by itself (or timed out) and its leftovers were
     /// cleaned up: decide with its outcome.
     Ended(Outcome),
@@ -333,7 +332,6 @@ pub enum Event {
     /// Start on request (boot, `initctl start`): clears `failed` and the start limit.
     Start,
     Stop,
-    Restart,
     Spawned {
         pid: Pid,
     },
@@ -406,8 +404,7 @@ impl Life {
         let mut out = Vec::new();
         match event {
             Event::Start => self.on_start(spec, now, &mut out),
-            Event::Stop => self.on_stop(spec, AfterStop::Stopped, now, &mut out),
-            Event::Restart => self.on_stop(spec, AfterStop::Restart, now, &mut out),
+            Event::Stop => self.on_stop(spec, now, &mut out),
             Event::Spawned { pid } => self.on_spawned(spec, pid, now, &mut out),
             Event::SpawnFailed {
                 reason,
@@ -437,25 +434,19 @@ impl Life {
                 self.restarts = 0;
                 self.begin_start(spec, now, out);
             }
-            State::Starting { .. } | State::Running { .. } => {}
-            State::Stopping { then, .. } => *then = AfterStop::Restart,
+            // Under way, or still stopping: the supervisor queues the start
+            // until the stop is over.
+            State::Starting { .. } | State::Running { .. } | State::Stopping { .. } => {}
         }
     }
 
-    fn on_stop(&mut self, spec: &ServiceSpec, then: AfterStop, now: Instant, out: &mut Actions) {
+    fn on_stop(&mut self, spec: &ServiceSpec, now: Instant, out: &mut Actions) {
+        let then = AfterStop::Stopped;
         match self.state.clone() {
-            State::Stopped
-            | State::Exited { .. }
-            | State::Failed { .. }
-            | State::Waiting { .. } => {
-                if then == AfterStop::Restart {
-                    self.starts.clear();
-                    self.restarts = 0;
-                    self.begin_start(spec, now, out);
-                } else if !matches!(self.state, State::Failed { .. }) {
-                    // A failed service stays failed until started, as in systemd.
-                    self.set(State::Stopped, now);
-                }
+            // A failed service stays failed until started, as in systemd.
+            State::Failed { .. } => {}
+            State::Stopped | State::Exited { .. } | State::Waiting { .. } => {
+                self.set(State::Stopped, now)
             }
             State::Starting {
                 step: StartStep::Pre(_),
@@ -478,18 +469,11 @@ impl Life {
                 self.begin_stop(spec, pid, then, now, out);
             }
             State::Starting { pid: None, .. } => self.set(State::Stopped, now),
-            State::Stopping { then: current, .. } => {
-                let next = match (current, then) {
-                    // A stop during a restart's stop cancels the start after it.
-                    (AfterStop::Restart, AfterStop::Stopped) => AfterStop::Stopped,
-                    (AfterStop::Stopped | AfterStop::Ended(_), AfterStop::Restart) => {
-                        AfterStop::Restart
-                    }
-                    (AfterStop::Ended(_), AfterStop::Stopped) => AfterStop::Stopped,
-                    (c, AfterStop::Stopped | AfterStop::Restart | AfterStop::Ended(_)) => c,
-                };
+            State::Stopping { .. } => {
+                // A stop on request overrides a pending decision about an
+                // ended run: no restart after it.
                 if let State::Stopping { then, .. } = &mut self.state {
-                    *then = next;
+                    *then = AfterStop::Stopped;
                 }
             }
         }
@@ -846,7 +830,12 @@ impl Life {
                 ));
                 self.finish_stop(spec, then, now, out);
             }
-            State::Waiting { .. } => self.begin_start(spec, now, out),
+            State::Waiting { .. } => {
+                self.begin_start(spec, now, out);
+                if matches!(self.state, State::Starting { .. }) {
+                    self.restarts = self.restarts.saturating_add(1);
+                }
+            }
             State::Stopped
             | State::Running { .. }
             | State::Exited { .. }
@@ -1066,11 +1055,6 @@ impl Life {
                 out.push(Action::Log(Level::Info, "stopped".into()));
                 self.set(State::Stopped, now);
             }
-            AfterStop::Restart => {
-                self.starts.clear();
-                self.restarts = 0;
-                self.begin_start(spec, now, out);
-            }
             AfterStop::Ended(outcome) => self.settle(spec, outcome, now, out),
         }
     }
@@ -1129,14 +1113,15 @@ impl Life {
     /// A run ended by itself: restart, `exited` or `failed`.
     fn settle(&mut self, spec: &ServiceSpec, outcome: Outcome, now: Instant, out: &mut Actions) {
         if restarts_on(spec.restart, outcome.cause()) {
+            // Counted when the restart happens, not when it is planned: a
+            // restart the start limit refuses is no restart.
             let delay = restart_delay(spec, self.restarts);
-            self.restarts = self.restarts.saturating_add(1);
             out.push(Action::Log(
                 Level::Info,
                 format!(
                     "restarting in {} (restart {})",
                     duration::format(delay),
-                    self.restarts
+                    self.restarts.saturating_add(1)
                 ),
             ));
             match now.checked_add(delay) {

@@ -252,12 +252,11 @@ fn start_limit_fails_the_service_and_manual_start_clears_it() {
     s.start_limit_interval = Duration::from_secs(10);
     s.failure_action = EndAction::Reboot;
     let mut life = Life::new(at(0));
-    let mut pid = 100;
     life.handle(&s, Event::Start, at(0));
     for n in 0..3 {
+        let pid = 100 + n as Pid;
         life.handle(&s, Event::Spawned { pid }, at(n * 10));
         life.handle(&s, exited(pid, 1), at(n * 10 + 1));
-        pid += 1;
         let a = life.handle(&s, Event::Deadline, at(n * 10 + 1));
         if n < 2 {
             assert_eq!(a, [Action::Spawn(Proc::Main)], "start {}", n + 2);
@@ -810,36 +809,15 @@ fn spawn_failures() {
 }
 
 #[test]
-fn restart_on_request() {
-    let s = spec();
-    let mut life = running(&s, 8);
-    life.handle(&s, Event::Restart, at(0));
-    assert_eq!(life.state.name(), "stopping");
-    let a = life.handle(
-        &s,
-        Event::Exited {
-            pid: 8,
-            exit: Exit::Signal(15),
-            group_alive: false,
-        },
-        at(1),
-    );
-    assert_eq!(effects(&a), [Action::Spawn(Proc::Main)]);
-    // Restarting something stopped starts it.
-    let mut life = Life::new(at(0));
-    assert_eq!(
-        life.handle(&s, Event::Restart, at(0)),
-        [Action::Spawn(Proc::Main)]
-    );
-}
-
-#[test]
-fn start_and_stop_while_stopping() {
+fn start_while_stopping_waits_and_stop_cancels_a_restart_decision() {
     let s = spec();
     let mut life = running(&s, 8);
     life.handle(&s, Event::Stop, at(0));
-    life.handle(&s, Event::Start, at(1));
-    let a = life.handle(
+    assert!(
+        life.handle(&s, Event::Start, at(1)).is_empty(),
+        "the supervisor queues it instead"
+    );
+    life.handle(
         &s,
         Event::Exited {
             pid: 8,
@@ -848,28 +826,25 @@ fn start_and_stop_while_stopping() {
         },
         at(2),
     );
-    assert_eq!(
-        effects(&a),
-        [Action::Spawn(Proc::Main)],
-        "start during stop starts afterwards"
-    );
-    life.handle(&s, Event::Spawned { pid: 9 }, at(2));
-    life.handle(&s, Event::Restart, at(3));
-    life.handle(&s, Event::Stop, at(4));
+    assert_eq!(life.state, State::Stopped);
+
+    // A service whose main ended and whose leftovers are being stopped
+    // would restart; a stop on request in between cancels that.
+    let mut s = spec();
+    s.restart = RestartPolicy::Always;
+    let mut life = running(&s, 9);
     life.handle(
         &s,
         Event::Exited {
             pid: 9,
-            exit: Exit::Signal(15),
-            group_alive: false,
+            exit: Exit::Code(1),
+            group_alive: true,
         },
-        at(5),
+        at(0),
     );
-    assert_eq!(
-        life.state,
-        State::Stopped,
-        "stop during restart cancels the start"
-    );
+    life.handle(&s, Event::Stop, at(1));
+    life.handle(&s, Event::GroupEmpty, at(2));
+    assert_eq!(life.state, State::Stopped);
 }
 
 #[test]
@@ -951,7 +926,6 @@ fn every_state_times_every_event() {
     let events: Vec<(&str, Event)> = vec![
         ("Start", Event::Start),
         ("Stop", Event::Stop),
-        ("Restart", Event::Restart),
         ("Spawned", Event::Spawned { pid: 2 }),
         (
             "SpawnFailed",
@@ -990,58 +964,61 @@ fn every_state_times_every_event() {
     // Resulting state names; the deadline is far in the future for
     // "starting" (30 s) and "stopping" (5 s) but due for "waiting" (100 ms).
     let want: &[(&str, [&str; 10])] = &[
+        // Start, Stop, Spawned, SpawnFailed, Ready, Exited(main), Exited(other), GroupEmpty, Deadline, Refuse
         (
             "stopped",
             [
-                "starting", "stopped", "starting", "stopped", "stopped", "stopped", "stopped",
-                "stopped", "stopped", "stopped",
+                "starting", "stopped", "stopped", "stopped", "stopped", "stopped", "stopped",
+                "stopped", "stopped", "failed",
             ],
         ),
         (
             "starting",
             [
-                "starting", "stopping", "stopping", "starting", "waiting", "running", "waiting",
+                "starting", "stopping", "starting", "waiting", "running", "waiting", "starting",
                 "starting", "starting", "starting",
             ],
         ),
         (
             "running",
             [
-                "running", "stopping", "stopping", "running", "running", "running", "waiting",
+                "running", "stopping", "running", "running", "running", "waiting", "running",
                 "running", "running", "running",
             ],
         ),
         (
             "stopping",
             [
-                "stopping", "stopping", "stopping", "stopping", "stopping", "stopping", "stopped",
+                "stopping", "stopping", "stopping", "stopping", "stopping", "stopped", "stopping",
                 "stopping", "stopping", "stopping",
             ],
         ),
         (
             "waiting",
             [
-                "starting", "stopped", "starting", "waiting", "waiting", "waiting", "waiting",
-                "waiting", "waiting", "starting",
+                "starting", "stopped", "waiting", "waiting", "waiting", "waiting", "waiting",
+                "waiting", "starting", "failed",
             ],
         ),
         (
             "exited",
             [
-                "starting", "stopped", "starting", "exited", "exited", "exited", "exited",
-                "exited", "exited", "exited",
+                "starting", "stopped", "exited", "exited", "exited", "exited", "exited", "exited",
+                "exited", "failed",
             ],
         ),
         (
             "failed",
             [
-                "starting", "failed", "starting", "failed", "failed", "failed", "failed", "failed",
+                "starting", "failed", "failed", "failed", "failed", "failed", "failed", "failed",
                 "failed", "failed",
             ],
         ),
     ];
+    assert_eq!(want.len(), states.len(), "every state has a row");
     for (state, row) in want {
         assert!(states.contains(state));
+        assert_eq!(row.len(), events.len(), "{state}: one column per event");
         for ((event_name, event), expected) in events.iter().zip(row) {
             let (s, mut life) = in_state(state);
             // Deadline events are delivered at 1 s: due only for "waiting".

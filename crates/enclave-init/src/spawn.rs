@@ -236,7 +236,7 @@ pub fn resolve_identity(
     let mut supplementary = vec![gid];
     if let Some(u) = &user_entry {
         for (_, g, members) in group_entries(&groups) {
-            if members.iter().any(|m| *m == u.name) && !supplementary.contains(&g) {
+            if members.contains(&u.name) && !supplementary.contains(&g) {
                 supplementary.push(g);
             }
         }

@@ -72,6 +72,8 @@ pub struct Service {
     pub start_pending: bool,
     /// A stop was asked for and waits for the services ordered after it.
     pub stop_pending: bool,
+    /// `restart` on request: start again once stopped.
+    pub restart_pending: bool,
     /// What the pending start waits for, for `initctl status`.
     pub waiting_for: Option<String>,
     /// A changed file, used from the next start on.
@@ -91,6 +93,7 @@ impl Service {
             deps: Deps::default(),
             start_pending: false,
             stop_pending: false,
+            restart_pending: false,
             waiting_for: None,
             next_spec: None,
             status_text: None,
@@ -100,7 +103,7 @@ impl Service {
 
     /// The state `initctl` shows: a queued start is already "starting".
     pub fn state_name(&self) -> &'static str {
-        if self.start_pending {
+        if self.start_pending && !matches!(self.life.state, State::Stopping { .. }) {
             "starting"
         } else {
             self.life.state.name()
@@ -108,7 +111,7 @@ impl Service {
     }
 
     fn dep_state(&self) -> DepState {
-        if self.start_pending || self.stop_pending {
+        if self.start_pending || self.stop_pending || self.restart_pending {
             return DepState::Pending;
         }
         match &self.life.state {
@@ -471,7 +474,7 @@ impl Supervisor {
             return;
         };
         if svc.next_spec.is_some()
-            && matches!(event, Event::Start | Event::Restart | Event::Deadline)
+            && matches!(event, Event::Start | Event::Deadline)
             && (svc.life.state.is_settled() || matches!(svc.life.state, State::Waiting { .. }))
         {
             if let Some(mut next) = svc.next_spec.take() {
@@ -539,6 +542,7 @@ impl Supervisor {
                 if let Some(d) = self.services.get_mut(&dep) {
                     if !d.life.state.is_settled()
                         && !d.stop_pending
+                        && !d.restart_pending
                         && !matches!(d.life.state, State::Stopping { .. })
                     {
                         console::log(
@@ -568,6 +572,7 @@ impl Supervisor {
             // Whatever still runs or is about to restart must stop.
             for svc in self.services.values_mut() {
                 svc.start_pending = false;
+                svc.restart_pending = false;
                 if !svc.life.state.is_settled()
                     && !svc.stop_pending
                     && !matches!(svc.life.state, State::Stopping { .. })
@@ -578,6 +583,13 @@ impl Supervisor {
         }
         loop {
             let mut moved = false;
+            // Restarts on request: once down, they start like any start.
+            for svc in self.services.values_mut() {
+                if svc.restart_pending && !svc.stop_pending && svc.life.state.is_settled() {
+                    svc.restart_pending = false;
+                    svc.start_pending = true;
+                }
+            }
             let pending: Vec<String> = self
                 .services
                 .iter()
@@ -601,6 +613,8 @@ impl Supervisor {
                         self.deliver(&name, Event::Stop);
                         moved = true;
                     }
+                } else if svc.start_pending && matches!(svc.life.state, State::Stopping { .. }) {
+                    // Started while still stopping: start once it is down.
                 } else if svc.start_pending {
                     let gate = graph::start_gate(&svc.deps, |other| {
                         self.services
@@ -715,7 +729,29 @@ impl Supervisor {
         if !self.services.contains_key(name) {
             return Err(format!("no such service: {name}"));
         }
-        self.deliver(name, Event::Restart);
+        // Stop it and what requires it (dependents first), then start
+        // them all again through the queue: a changed service file and
+        // the dependencies apply as at any start.
+        let mut todo = vec![name.to_string()];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(n) = todo.pop() {
+            if !seen.insert(n.clone()) {
+                continue;
+            }
+            if let Some(svc) = self.services.get_mut(&n) {
+                let up = !svc.life.state.is_settled() || svc.start_pending;
+                if up || n == name {
+                    svc.start_pending = false;
+                    svc.restart_pending = true;
+                    if !svc.life.state.is_settled() {
+                        svc.stop_pending = true;
+                    }
+                    todo.extend(svc.deps.required_by.iter().cloned());
+                }
+            }
+        }
+        self.dirty = true;
+        self.schedule();
         Ok(format!(
             "{name}: {}",
             self.services.get(name).map_or("gone", Service::state_name)

@@ -1,1 +1,458 @@
-fn main() {}
+//! `initctl`: the control client of a running enclave-init (contract §8).
+//!
+//! Exit status: 0 success, 1 a refused or failed command, 2 a usage error,
+//! 3 init cannot be reached.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use enclave_init::proto::{self, Command, LastExit, LogEntry, Request, Response, ServiceInfo};
+
+const DEFAULT_SOCKET: &str = "/run/enclave-init.sock";
+
+#[derive(Parser)]
+#[command(
+    name = "initctl",
+    version,
+    about = "Control a running enclave-init",
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// The control socket of init.
+    #[arg(long, env = "INITCTL_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every service: name, state, pid, restarts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One service in detail, with its newest log lines.
+    Status {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a service (and what it requires and wants); clears `failed`.
+    Start { name: String },
+    /// Stop a service (and what requires it); waits until it is down.
+    Stop { name: String },
+    /// Stop, then start a service.
+    Restart { name: String },
+    /// The service's captured output, newest last.
+    Logs {
+        name: String,
+        /// Only the last N lines.
+        #[arg(short = 'n', long = "lines")]
+        lines: Option<usize>,
+        /// Keep printing new lines until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Re-read the service files.
+    Reload,
+    /// Stop everything and power off (in --no-boot mode: init exits 0).
+    Poweroff,
+    /// Stop everything and reboot (in --no-boot mode: init exits 0).
+    Reboot,
+    /// From inside a Type=notify service: tell init (sd_notify's messages).
+    Notify {
+        /// Send READY=1.
+        #[arg(long)]
+        ready: bool,
+        /// Send STATUS=TEXT.
+        #[arg(long)]
+        status: Option<String>,
+        /// Send STOPPING=1.
+        #[arg(long)]
+        stopping: bool,
+        /// More KEY=VALUE assignments.
+        assignments: Vec<String>,
+    },
+}
+
+/// A failure and the exit status it means.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+fn fail(status: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        status,
+        message: message.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 2,
+            });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("initctl: {}", f.message);
+            }
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let (command, json) = match cli.command {
+        Cmd::Notify {
+            ready,
+            status,
+            stopping,
+            assignments,
+        } => return notify(ready, status, stopping, assignments),
+        Cmd::List { json } => (Command::List, json),
+        Cmd::Status { name, json } => (Command::Status { name }, json),
+        Cmd::Start { name } => (Command::Start { name }, false),
+        Cmd::Stop { name } => (Command::Stop { name }, false),
+        Cmd::Restart { name } => (Command::Restart { name }, false),
+        Cmd::Logs {
+            name,
+            lines,
+            follow,
+        } => (
+            Command::Logs {
+                name,
+                lines,
+                follow,
+            },
+            false,
+        ),
+        Cmd::Reload => (Command::Reload, false),
+        Cmd::Poweroff => (Command::Poweroff, false),
+        Cmd::Reboot => (Command::Reboot, false),
+    };
+    let follow = matches!(command, Command::Logs { follow: true, .. });
+    let mut stream = UnixStream::connect(&cli.socket).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (the control socket is root-only)"
+        } else {
+            ""
+        };
+        fail(
+            3,
+            format!("cannot reach init at {}: {e}{hint}", cli.socket.display()),
+        )
+    })?;
+    if !follow {
+        // Init always answers; a `stop` waits for the service, bounded by
+        // its stop timeouts, so be generous.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(600)));
+    }
+    let request = Request {
+        version: proto::VERSION,
+        command,
+    };
+    stream.write_all(&proto::encode(&request)).map_err(|e| {
+        fail(
+            3,
+            format!("cannot talk to init at {}: {e}", cli.socket.display()),
+        )
+    })?;
+    let mut reader = BufReader::new(stream);
+    let mut out = std::io::stdout().lock();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) if follow => return Ok(()),
+            Ok(0) => return Err(fail(3, "init closed the connection without an answer")),
+            Ok(_) => {}
+            Err(e) => return Err(fail(3, format!("reading init's answer: {e}"))),
+        }
+        let response: Response = serde_json::from_str(&line)
+            .map_err(|e| fail(1, format!("unreadable answer from init: {e}")))?;
+        match response {
+            Response::Line { line } => {
+                let _ = writeln!(out, "{}", format_log(&line));
+                let _ = out.flush();
+                continue;
+            }
+            Response::Error { message } => return Err(fail(1, message)),
+            other => {
+                print_response(&mut out, other, json);
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn print_response(out: &mut impl Write, response: Response, json: bool) {
+    let now = unix_now();
+    match response {
+        Response::List { services } if json => {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&services).unwrap_or_default()
+            );
+        }
+        Response::Status { service } if json => {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&service).unwrap_or_default()
+            );
+        }
+        Response::List { services } => {
+            let width = services
+                .iter()
+                .map(|s| s.name.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:<8}  {:>7}  {:>8}  {:<10}  LAST EXIT",
+                "NAME", "STATE", "PID", "RESTARTS", "SINCE"
+            );
+            for s in services {
+                let pid = s.pid.map_or("-".to_string(), |p| p.to_string());
+                let last = s.last_exit.map_or("-".to_string(), short_exit);
+                let _ = writeln!(
+                    out,
+                    "{:<width$}  {:<8}  {:>7}  {:>8}  {:<10}  {last}",
+                    s.name,
+                    s.state,
+                    pid,
+                    s.restarts,
+                    ago(now - s.since)
+                );
+            }
+        }
+        Response::Status { service } => print_status(out, &service, now),
+        Response::Logs { lines } => {
+            for l in lines {
+                let _ = writeln!(out, "{}", format_log(&l));
+            }
+        }
+        Response::Reload { report } => {
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            let _ = writeln!(out, "added: {}", list(&report.added));
+            let _ = writeln!(out, "removed: {}", list(&report.removed));
+            let _ = writeln!(
+                out,
+                "changed (used from their next start): {}",
+                list(&report.changed)
+            );
+            for e in &report.errors {
+                let _ = writeln!(out, "error: {e}");
+            }
+        }
+        Response::Done { message } => {
+            let _ = writeln!(out, "{message}");
+        }
+        Response::Error { message } => {
+            let _ = writeln!(out, "error: {message}");
+        }
+        Response::Line { line } => {
+            let _ = writeln!(out, "{}", format_log(&line));
+        }
+    }
+}
+
+fn print_status(out: &mut impl Write, s: &ServiceInfo, now: f64) {
+    let pid = s.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    let _ = writeln!(out, "{} - {}{pid}", s.name, s.state);
+    let _ = writeln!(
+        out,
+        "     Since: {}; {}",
+        timestamp(s.since, false),
+        ago(now - s.since)
+    );
+    let _ = writeln!(out, "      Type: {}", s.service_type);
+    let _ = writeln!(out, "   Command: {}", s.command.join(" "));
+    if let Some(text) = &s.status_text {
+        let _ = writeln!(out, "    Status: {text}");
+    }
+    if let Some(result) = &s.result {
+        let _ = writeln!(out, "    Result: {result}");
+    }
+    if let Some(waiting) = &s.waiting_for {
+        let _ = writeln!(out, "   Waiting: {waiting}");
+    }
+    let _ = writeln!(out, "  Restarts: {}", s.restarts);
+    if let Some(exit) = s.last_exit {
+        let _ = writeln!(out, " Last exit: {}", long_exit(exit));
+    }
+    for (label, list) in [
+        ("  Requires", &s.requires),
+        ("     Wants", &s.wants),
+        ("     After", &s.after),
+    ] {
+        if !list.is_empty() {
+            let _ = writeln!(out, "{label}: {}", list.join(", "));
+        }
+    }
+    if !s.recent.is_empty() {
+        let _ = writeln!(out);
+        for l in &s.recent {
+            let _ = writeln!(out, "{}", format_log(l));
+        }
+    }
+}
+
+fn short_exit(exit: LastExit) -> String {
+    match exit {
+        LastExit::Code(c) => format!("code {c}"),
+        LastExit::Signal(s) => format!("signal {s} ({})", enclave_init::spec::signal_name(s)),
+    }
+}
+
+fn long_exit(exit: LastExit) -> String {
+    match exit {
+        LastExit::Code(0) => "exited with status 0 (success)".into(),
+        LastExit::Code(c) => format!("exited with status {c} (failure)"),
+        LastExit::Signal(s) => format!(
+            "killed by {} (signal {s})",
+            enclave_init::spec::signal_name(s)
+        ),
+    }
+}
+
+fn format_log(l: &LogEntry) -> String {
+    format!("{} [{}] {}", timestamp(l.time, true), l.pid, l.text)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn ago(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}min ago", s / 60),
+        3600..=86399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+/// `2026-11-26 11:20:00 UTC`, or with milliseconds, from Unix seconds.
+fn timestamp(unix: f64, millis: bool) -> String {
+    let total = unix.max(0.0);
+    let secs = total as i64;
+    let ms = ((total - secs as f64) * 1000.0) as u32;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let (y, m, d) = civil_from_days(days);
+    let (hh, mm, ss) = (rem / 3600, (rem / 60) % 60, rem % 60);
+    if millis {
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z")
+    } else {
+        format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
+    }
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn notify(
+    ready: bool,
+    status: Option<String>,
+    stopping: bool,
+    assignments: Vec<String>,
+) -> Result<(), Failure> {
+    let socket = std::env::var_os("NOTIFY_SOCKET").ok_or_else(|| {
+        fail(
+            1,
+            "NOTIFY_SOCKET is not set: notify works inside a Type=notify service",
+        )
+    })?;
+    let mut lines = Vec::new();
+    if ready {
+        lines.push("READY=1".to_string());
+    }
+    if let Some(text) = status {
+        lines.push(format!("STATUS={text}"));
+    }
+    if stopping {
+        lines.push("STOPPING=1".to_string());
+    }
+    for a in assignments {
+        if !a.contains('=') {
+            return Err(fail(2, format!("not a KEY=VALUE assignment: {a:?}")));
+        }
+        lines.push(a);
+    }
+    if lines.is_empty() {
+        return Err(fail(
+            2,
+            "nothing to send: use --ready, --status, --stopping or KEY=VALUE",
+        ));
+    }
+    let text = lines.join("\n");
+    enclave_init::notify::send_with_barrier(
+        std::path::Path::new(&socket),
+        &text,
+        Duration::from_secs(5),
+    )
+    .map_err(|e| {
+        fail(
+            1,
+            format!("notify {}: {e}", PathBuf::from(&socket).display()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(timestamp(0.0, false), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            timestamp(1_795_000_000.25, true),
+            "2026-11-18T11:06:40.250Z"
+        );
+        assert_eq!(timestamp(951_782_400.0, false), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(ago(5.0), "5s ago");
+        assert_eq!(ago(125.0), "2min ago");
+        assert_eq!(ago(7200.0), "2h ago");
+        assert_eq!(ago(-3.0), "0s ago");
+    }
+}

@@ -17,9 +17,15 @@ pub fn init_bin() -> &'static str {
 }
 
 pub fn initctl_bin() -> PathBuf {
-    // initctl is a sibling package's binary in the same target directory.
-    let exe = PathBuf::from(init_bin());
-    exe.with_file_name("initctl")
+    // initctl is a sibling package's binary in the same target directory;
+    // `cargo build --workspace` (which the test command runs first) makes it.
+    let exe = PathBuf::from(init_bin()).with_file_name("initctl");
+    assert!(
+        exe.exists(),
+        "{} is missing: run `cargo build --workspace` first (cargo xtask test does)",
+        exe.display()
+    );
+    exe
 }
 
 /// A directory removed when dropped.
@@ -63,12 +69,15 @@ pub enum As {
     Subreaper,
 }
 
+/// Every line init printed, with when it arrived.
+type Lines = Arc<(Mutex<Vec<(Instant, String)>>, Condvar)>;
+
 /// A running init and everything it printed.
 pub struct Init {
     pub child: Child,
     pub dir: TempDir,
     pub socket: PathBuf,
-    lines: Arc<(Mutex<Vec<(Instant, String)>>, Condvar)>,
+    lines: Lines,
     pub exit: Option<std::process::ExitStatus>,
 }
 
@@ -181,7 +190,7 @@ impl Builder {
         let mut child = cmd
             .spawn()
             .expect("start enclave-init (is unshare installed? run as root)");
-        let lines: Arc<(Mutex<Vec<(Instant, String)>>, Condvar)> = Arc::default();
+        let lines: Lines = Arc::default();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
