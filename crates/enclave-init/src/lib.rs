@@ -25,6 +25,7 @@ pub mod control;
 pub mod diag;
 pub mod duration;
 pub mod graph;
+pub mod heartbeat;
 pub mod legacy;
 pub mod lifecycle;
 pub mod notify;

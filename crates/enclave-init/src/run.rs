@@ -113,6 +113,7 @@ fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet) -> ExitCode {
         extra_services: extra,
         load_service_dir: true,
         proc_path: PathBuf::from("/proc"),
+        cgroup_root: None,
     };
     let mut supervisor = match Supervisor::new(settings, mask) {
         Ok(s) => s,

@@ -51,6 +51,8 @@ pub struct Launch {
     pub identity: Option<Identity>,
     pub limits: Vec<sys::Rlimit>,
     pub stdin_inherit: bool,
+    /// `cgroup.procs` of the service's cgroup, joined before exec.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 /// The environment of a service's process, in systemd's order: the base
@@ -338,6 +340,7 @@ pub fn prepare(
         identity,
         limits: rlimits(spec),
         stdin_inherit: spec.inherit_stdin,
+        cgroup_procs: None,
     })
 }
 
@@ -361,7 +364,11 @@ pub fn start(launch: Launch, stdout: Stream, stderr: Stream) -> Result<i32, Spaw
         })
         .stdout(stdio(stdout))
         .stderr(stdio(stderr));
-    sys::set_child_setup(&mut command, launch.identity, launch.limits);
+    let cgroup_procs = launch
+        .cgroup_procs
+        .as_ref()
+        .and_then(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok());
+    sys::set_child_setup(&mut command, launch.identity, launch.limits, cgroup_procs);
     match command.spawn() {
         // Dropping `Child` neither waits nor kills: init's one reaper will.
         Ok(child) => Ok(child.id() as i32),

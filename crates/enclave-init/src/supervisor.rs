@@ -60,6 +60,9 @@ pub struct Settings {
     /// Load the service directory too (not for `-- CMD` without one).
     pub load_service_dir: bool,
     pub proc_path: PathBuf,
+    /// A cgroup v2 hierarchy to track `KillMode=control-group` services in
+    /// (boot mode with `cgroups = "v2"`); process groups otherwise.
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// One service's runtime record.
@@ -498,7 +501,9 @@ impl Supervisor {
                         queue.extend(svc.life.handle(&svc.spec, result, Instant::now()));
                     }
                 }
-                Action::Signal { pid, group, signal } => signal_process(name, pid, group, signal),
+                Action::Signal { pid, group, signal } => {
+                    self.signal_service(name, pid, group, signal)
+                }
                 Action::Log(level, message) => console::log(level, &format!("{name}: {message}")),
                 Action::End(action, status) => self.end_action(name, action, status),
             }
@@ -937,6 +942,23 @@ impl Supervisor {
                 }
             }
         };
+        let mut launch = launch;
+        if let Some(dir) = self.cgroup_of(name) {
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => console::log(
+                    Level::Warn,
+                    &format!(
+                        "{name}: cgroup {}: {e}; tracking by process group",
+                        dir.display()
+                    ),
+                ),
+            }
+            if dir.is_dir() {
+                launch.cgroup_procs = Some(dir.join("cgroup.procs"));
+            }
+        }
         let (stdout, stderr, read) = match spawn::streams(spec) {
             Ok(s) => s,
             Err(e) => {
@@ -1094,7 +1116,7 @@ impl Supervisor {
         for (pid, exit) in exits {
             match self.procs.remove(&pid) {
                 Some(name) => {
-                    let group_alive = group_exists(pid);
+                    let group_alive = self.group_exists(&name, pid);
                     self.deliver(
                         &name,
                         Event::Exited {
@@ -1113,13 +1135,13 @@ impl Supervisor {
         let emptied: Vec<String> = self
             .services
             .iter()
-            .filter(|(_, s)| match s.life.state {
+            .filter(|(n, s)| match s.life.state {
                 State::Stopping {
                     main: None,
                     group: Some(g),
                     group_alive: true,
                     ..
-                } => !group_exists(g),
+                } => !self.group_exists(n, g),
                 _ => false,
             })
             .map(|(n, _)| n.clone())
@@ -1480,6 +1502,62 @@ fn console_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
 /// `/run/enclave-init.notify`.
 pub fn notify_path_for(control_socket: &Path) -> PathBuf {
     control_socket.with_extension("notify")
+}
+
+impl Supervisor {
+    /// The cgroup tracking `name`, when cgroup v2 tracking is on for it.
+    fn cgroup_of(&self, name: &str) -> Option<PathBuf> {
+        let root = self.settings.cgroup_root.as_ref()?;
+        let svc = self.services.get(name)?;
+        (svc.spec.kill_mode != crate::spec::KillMode::Process)
+            .then(|| root.join(format!("{name}.service")))
+    }
+
+    /// Signals a service's process or its whole group: its cgroup when it
+    /// has one (which also holds processes that left the process group),
+    /// else its process group.
+    fn signal_service(&self, name: &str, pid: Pid, group: bool, signal: i32) {
+        if let (true, Some(dir)) = (group, self.cgroup_of(name)) {
+            if dir.is_dir() {
+                if signal == libc::SIGKILL && std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+                    console::log(
+                        Level::Debug,
+                        &format!("{name}: killed cgroup {}", dir.display()),
+                    );
+                    return;
+                }
+                for member in cgroup_members(&dir) {
+                    let _ = sys::kill(member, signal);
+                }
+                // Members that share the main process's group but were not
+                // moved (a failed join) still get it the old way.
+                signal_process(name, pid, true, signal);
+                return;
+            }
+        }
+        signal_process(name, pid, group, signal);
+    }
+
+    fn group_exists(&self, name: &str, pgid: Pid) -> bool {
+        match self.cgroup_of(name) {
+            Some(dir) if dir.is_dir() => cgroup_populated(&dir) || group_exists(pgid),
+            _ => group_exists(pgid),
+        }
+    }
+}
+
+fn cgroup_members(dir: &Path) -> Vec<Pid> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn cgroup_populated(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events"))
+        .map(|t| t.lines().any(|l| l.trim() == "populated 1"))
+        .unwrap_or(false)
 }
 
 fn signal_process(name: &str, pid: Pid, group: bool, signal: i32) {

@@ -137,7 +137,25 @@ pub type Rlimit = (RlimitResource, u64, u64);
 /// Everything the child does between fork and exec. Called only in the
 /// forked child; it allocates nothing and calls only async-signal-safe
 /// functions (init is single-threaded, so even that is belt and braces).
-fn child_setup(identity: Option<&Identity>, limits: &[Rlimit]) -> io::Result<()> {
+fn child_setup(
+    identity: Option<&Identity>,
+    limits: &[Rlimit],
+    cgroup_procs: Option<&std::ffi::CStr>,
+) -> io::Result<()> {
+    if let Some(path) = cgroup_procs {
+        // Join the service's cgroup before anything can fork. Writing "0"
+        // moves the writer. A failure leaves the process group as the only
+        // tracking, which the supervisor still has; not worth a failed start.
+        // SAFETY: path is a valid C string; open/write/close are
+        // async-signal-safe and the buffer is a static literal.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+        }
+    }
     // Own session and process group: stopping the service signals it whole.
     // SAFETY: setsid takes no arguments.
     check(unsafe { libc::setsid() })?;
@@ -235,12 +253,13 @@ pub fn set_child_setup(
     command: &mut std::process::Command,
     identity: Option<Identity>,
     limits: Vec<Rlimit>,
+    cgroup_procs: Option<std::ffi::CString>,
 ) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the hook runs in the forked child of a single-threaded
     // process and only makes async-signal-safe calls (see child_setup).
     unsafe {
-        command.pre_exec(move || child_setup(identity.as_ref(), &limits));
+        command.pre_exec(move || child_setup(identity.as_ref(), &limits, cgroup_procs.as_deref()));
     }
 }
 
@@ -262,4 +281,95 @@ pub fn reboot(restart: bool) -> io::Error {
 pub fn peer_uid(fd: BorrowedFd<'_>) -> io::Result<u32> {
     let creds = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)?;
     Ok(creds.uid())
+}
+
+/// `mount(2)`. `fstype`/`data` may be absent (bind and move mounts).
+pub fn mount(
+    source: &str,
+    target: &std::path::Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    nix::mount::mount(
+        Some(source),
+        target,
+        fstype,
+        nix::mount::MsFlags::from_bits_truncate(flags),
+        data,
+    )
+    .map_err(io::Error::from)
+}
+
+pub fn chroot(path: &std::path::Path) -> io::Result<()> {
+    nix::unistd::chroot(path).map_err(io::Error::from)
+}
+
+/// `finit_module(2)`; `compressed` asks the kernel to decompress
+/// (MODULE_INIT_COMPRESSED_FILE, Linux 5.17+).
+pub fn finit_module(fd: BorrowedFd<'_>, compressed: bool) -> io::Result<()> {
+    const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
+    let flags: libc::c_uint = if compressed {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    };
+    let params = c"";
+    // SAFETY: fd is open for the call; params is a valid C string.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            fd.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets IFF_UP on a network interface (`ip link set NAME up`).
+pub fn interface_up(name: &str) -> io::Result<()> {
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    for (slot, byte) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    // SAFETY: req is a valid ifreq with a NUL-terminated name; the ioctl
+    // writes the flags into it.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: reading the union member the previous ioctl filled.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: as above; the kernel reads the flags.
+    check(unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
+    Ok(())
+}
+
+pub fn sethostname(name: &str) -> io::Result<()> {
+    nix::unistd::sethostname(name).map_err(io::Error::from)
+}
+
+/// Puts fds 0, 1, 2 on `fd` (the console).
+pub fn attach_stdio(fd: BorrowedFd<'_>) -> io::Result<()> {
+    for target in 0..=2 {
+        // SAFETY: dup2 onto the standard descriptors, which init owns.
+        check(unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
+    }
+    Ok(())
 }

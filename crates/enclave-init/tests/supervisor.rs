@@ -218,6 +218,12 @@ fn process_hygiene_seen_from_outside() {
         .service("h", "ExecStart = \"sleep 1000\"\n")
         .start();
     let pid = started_pid(&init, "h", 1);
+    // Exec is done, but the dynamic loader may still hold a library open:
+    // look once `sleep` sleeps (x86_64: nanosleep 35, clock_nanosleep 230).
+    wait_until("the service to sleep", || {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        matches!(syscall.split_whitespace().next(), Some("35" | "230"))
+    });
     let (_, _, pgid, sid) = proc_stat(pid).unwrap();
     assert_eq!((pgid, sid), (pid, pid), "own session and process group");
     assert_eq!(
