@@ -83,7 +83,7 @@ fn attempt(cid: u32, port: u32, remaining: Duration) -> Result<(), Attempt> {
         .map_err(|e| Attempt::Retry(format!("connect to {cid}:{port}: {}", e.desc())))?;
     // A vsock socket is not a Unix socket, but std's UnixStream only does
     // read, write and SO_RCVTIMEO on it, which every stream socket supports.
-    let mut stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));
+    let mut stream = std::os::unix::net::UnixStream::from(fd);
     stream
         .set_read_timeout(Some(remaining.max(Duration::from_millis(1))))
         .map_err(|e| Attempt::Retry(e.to_string()))?;
