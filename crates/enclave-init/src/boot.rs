@@ -211,6 +211,16 @@ fn mount_cgroups_v1(root: &Path) {
             Some(&name),
         ) {
             Ok(()) => console::log(Level::Debug, &format!("boot: mount cgroup {name}")),
+            // Kernels built without a controller's v1 interface (cpuset and
+            // memory on Debian's 6.12) list it as enabled, for v2, and refuse
+            // it here. Expected; not an error.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let _ = std::fs::remove_dir(&path);
+                console::log(
+                    Level::Warn,
+                    &format!("boot: cgroup v1 {name}: not supported by this kernel; skipped"),
+                );
+            }
             Err(e) => console::log(
                 Level::Error,
                 &format!("boot: mount cgroup {name} on {}: {e}", path.display()),

@@ -102,6 +102,7 @@ pub fn log(level: Level, message: &str) {
     if !enabled(level) {
         return;
     }
+    let message = without_os_error_suffix(message);
     let prefix = match level {
         Level::Error => "enclave-init: error: ",
         Level::Warn => "enclave-init: warning: ",
@@ -109,6 +110,36 @@ pub fn log(level: Level, message: &str) {
         Level::Debug => "enclave-init: debug: ",
     };
     line(&[prefix.as_bytes(), message.as_bytes()]);
+}
+
+/// std's `io::Error` reads "Permission denied (os error 13)"; log lines
+/// read "mount /proc: Permission denied". Every message passes here, so
+/// this is the one place that trims it.
+fn without_os_error_suffix(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.contains(" (os error ") {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(" (os error ") {
+        let (head, tail) = rest.split_at(start);
+        out.push_str(head);
+        match tail.find(')') {
+            Some(end)
+                if tail
+                    .get(11..end)
+                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit())) =>
+            {
+                rest = tail.get(end + 1..).unwrap_or_default();
+            }
+            _ => {
+                out.push_str(tail.get(..1).unwrap_or_default());
+                rest = tail.get(1..).unwrap_or_default();
+            }
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 /// A service's output line: `web[42]: text`.
@@ -204,5 +235,20 @@ fn write_to(fd: BorrowedFd<'_>, sink: Sink, buf: &[u8]) -> io::Result<usize> {
     match sink {
         Sink::Socket => sys::send_nonblocking(fd, buf),
         Sink::Nonblocking | Sink::File => sys::write(fd, buf),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn os_error_suffixes_are_trimmed() {
+        use super::without_os_error_suffix as trim;
+        assert_eq!(
+            trim("mount /proc: Permission denied (os error 13)"),
+            "mount /proc: Permission denied"
+        );
+        assert_eq!(trim("a (os error 2); b (os error 22) end"), "a; b end");
+        assert_eq!(trim("nothing to trim"), "nothing to trim");
+        assert_eq!(trim("odd (os error x) text"), "odd (os error x) text");
     }
 }

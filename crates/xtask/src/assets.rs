@@ -1,0 +1,315 @@
+//! What the VM harness needs, installed idempotently: QEMU, busybox,
+//! cpio and xz from Debian; vhost-device-vsock from crates.io; the musl
+//! target; and a Debian 6.12 cloud kernel (bookworm-backports) with its
+//! real `nsm.ko` and the vsock modules, unpacked under `target/vm-assets`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
+pub const VHOST_VERSION: &str = "0.3.0";
+
+/// The vsock modules of the 6.12 kernel, in load order (each module's
+/// `depends=` names the ones before it).
+pub const VSOCK_MODULES: &[&str] = &[
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vmw_vsock_virtio_transport",
+];
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+pub fn assets_dir() -> PathBuf {
+    workspace_root().join("target/vm-assets")
+}
+
+/// Paths of everything a boot needs.
+#[derive(Debug, Clone)]
+pub struct Assets {
+    pub kernel: PathBuf,
+    /// `nsm.ko` of the kernel, decompressed (nitro-cli ships it plain).
+    pub nsm: PathBuf,
+    /// The vsock modules, compressed as the kernel package has them.
+    pub vsock_modules: Vec<PathBuf>,
+    pub busybox: PathBuf,
+    pub vhost: PathBuf,
+    pub qemu: PathBuf,
+}
+
+fn say(message: &str) {
+    eprintln!("xtask: {message}");
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+fn output(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let home_cargo = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
+    std::env::split_paths(&path)
+        .chain(home_cargo)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Everything present already, without installing anything.
+pub fn find() -> Result<Assets, String> {
+    let dir = assets_dir();
+    let missing = |what: &str| {
+        format!("{what} is missing: run `cargo xtask setup` (it installs the VM harness's needs)")
+    };
+    let kernel = dir.join("vmlinuz");
+    let nsm = dir.join("nsm.ko");
+    if !kernel.is_file() || !nsm.is_file() {
+        return Err(missing("the guest kernel"));
+    }
+    let vsock_modules: Vec<PathBuf> = VSOCK_MODULES
+        .iter()
+        .map(|m| dir.join(format!("{m}.ko.xz")))
+        .collect();
+    if vsock_modules.iter().any(|m| !m.is_file()) {
+        return Err(missing("the guest's vsock modules"));
+    }
+    let busybox = PathBuf::from("/bin/busybox");
+    if !busybox.is_file() {
+        return Err(missing("busybox (busybox-static)"));
+    }
+    let qemu = which("qemu-system-x86_64").ok_or_else(|| missing("qemu-system-x86_64"))?;
+    let vhost = which("vhost-device-vsock").ok_or_else(|| missing("vhost-device-vsock"))?;
+    Ok(Assets {
+        kernel,
+        nsm,
+        vsock_modules,
+        busybox,
+        vhost,
+        qemu,
+    })
+}
+
+/// Installs whatever is missing, then returns the assets.
+pub fn setup() -> Result<Assets, String> {
+    let mut apt_updated = false;
+    let apt_update = |apt_updated: &mut bool| -> Result<(), String> {
+        if !*apt_updated {
+            say("apt-get update");
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            *apt_updated = true;
+        }
+        Ok(())
+    };
+    let packages: Vec<&str> = [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("busybox", "busybox-static"),
+        ("cpio", "cpio"),
+        ("xz", "xz-utils"),
+        ("unshare", "util-linux"),
+    ]
+    .iter()
+    .filter(|(tool, _)| {
+        which(tool).is_none() && !(*tool == "busybox" && Path::new("/bin/busybox").is_file())
+    })
+    .map(|(_, pkg)| *pkg)
+    .collect();
+    if !packages.is_empty() {
+        apt_update(&mut apt_updated)?;
+        say(&format!("apt-get install {}", packages.join(" ")));
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if which("vhost-device-vsock").is_none() {
+        say(&format!(
+            "cargo install vhost-device-vsock {VHOST_VERSION} (about 80 s)"
+        ));
+        run(Command::new("cargo").args([
+            "install",
+            "--locked",
+            "vhost-device-vsock",
+            "--version",
+            VHOST_VERSION,
+        ]))?;
+    }
+    let targets =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !targets.lines().any(|t| t.trim() == MUSL) {
+        say(&format!("rustup target add {MUSL}"));
+        run(Command::new("rustup").args(["target", "add", MUSL]))?;
+    }
+    if find().is_err() {
+        fetch_kernel(&mut || apt_update(&mut apt_updated))?;
+    }
+    find()
+}
+
+/// The Debian 6.12 cloud kernel from bookworm-backports: virtio-pci built
+/// in, modules compressed with xz, and the upstream Nitro Secure Module
+/// driver. The backports suite is added to apt's sources when absent.
+fn fetch_kernel(apt_update: &mut dyn FnMut() -> Result<(), String>) -> Result<(), String> {
+    let sources = Path::new("/etc/apt/sources.list.d/enclave-init-bookworm-backports.sources");
+    let have_backports = output(Command::new("apt-cache").args(["policy"]))
+        .map(|p| p.contains("bookworm-backports"))
+        .unwrap_or(false);
+    if !have_backports {
+        say("adding bookworm-backports to apt's sources (for the 6.12 guest kernel)");
+        let mirror = debian_mirror().unwrap_or_else(|| "http://deb.debian.org/debian".into());
+        std::fs::write(
+            sources,
+            format!("Types: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"),
+        )
+        .map_err(|e| format!("write {}: {e}", sources.display()))?;
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+    } else {
+        apt_update()?;
+    }
+    let depends = output(Command::new("apt-cache").args([
+        "depends",
+        "-t",
+        "bookworm-backports",
+        "linux-image-cloud-amd64",
+    ]))?;
+    let package = depends
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Depends: ")
+                .filter(|p| p.starts_with("linux-image-6.12"))
+        })
+        .ok_or_else(|| {
+            format!("no 6.12 kernel package in bookworm-backports (apt-cache said: {depends})")
+        })?
+        .to_string();
+    let work = assets_dir().join("download");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    say(&format!("apt-get download {package}"));
+    run(Command::new("apt-get")
+        .args(["download", &package])
+        .current_dir(&work))?;
+    let deb = std::fs::read_dir(&work)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or("apt-get download gave no .deb")?;
+    let unpacked = work.join("x");
+    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&unpacked))?;
+    let dir = assets_dir();
+    let boot = unpacked.join("boot");
+    let vmlinuz = std::fs::read_dir(&boot)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or("no vmlinuz in the kernel package")?;
+    std::fs::copy(&vmlinuz, dir.join("vmlinuz")).map_err(|e| e.to_string())?;
+    let modules_root = std::fs::read_dir(unpacked.join("lib/modules"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .next()
+        .ok_or("no modules in the kernel package")?
+        .path()
+        .join("kernel");
+    for m in VSOCK_MODULES {
+        std::fs::copy(
+            modules_root.join(format!("net/vmw_vsock/{m}.ko.xz")),
+            dir.join(format!("{m}.ko.xz")),
+        )
+        .map_err(|e| format!("{m}: {e}"))?;
+    }
+    // nitro-cli ships nsm.ko uncompressed: so does this image.
+    let raw = Command::new("xz")
+        .arg("-dc")
+        .arg(modules_root.join("drivers/misc/nsm.ko.xz"))
+        .output()
+        .map_err(|e| format!("xz: {e}"))?;
+    if !raw.status.success() {
+        return Err("xz -dc nsm.ko.xz failed".into());
+    }
+    std::fs::write(dir.join("nsm.ko"), raw.stdout).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&work);
+    say(&format!("guest kernel ready in {}", dir.display()));
+    Ok(())
+}
+
+/// The Debian mirror the machine's own sources use.
+fn debian_mirror() -> Option<String> {
+    let mut texts = Vec::new();
+    if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
+        texts.push(t);
+    }
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            if let Ok(t) = std::fs::read_to_string(e.path()) {
+                texts.push(t);
+            }
+        }
+    }
+    for t in texts {
+        for line in t.lines() {
+            let line = line.trim();
+            if let Some(uri) = line.strip_prefix("URIs:") {
+                let uri = uri.trim();
+                if uri.ends_with("/debian") {
+                    return Some(uri.to_string());
+                }
+            }
+            if line.starts_with("deb ") {
+                if let Some(uri) = line
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http") && w.ends_with("/debian"))
+                {
+                    return Some(uri.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Builds the static, stripped binaries; returns (enclave-init, initctl).
+pub fn static_binaries() -> Result<(PathBuf, PathBuf), String> {
+    let root = workspace_root();
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                MUSL,
+                "-p",
+                "enclave-init",
+                "-p",
+                "initctl",
+            ])
+            .current_dir(&root),
+    )?;
+    let dir = root.join("target").join(MUSL).join("release");
+    Ok((dir.join("enclave-init"), dir.join("initctl")))
+}

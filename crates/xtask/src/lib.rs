@@ -1,0 +1,7 @@
+//! The VM harness of enclave-init: assets, the Nitro image layout, QEMU.
+//! Used by `cargo xtask` and by the end-to-end tests in `tests/`.
+
+pub mod assets;
+pub mod cpio;
+pub mod image;
+pub mod vm;

@@ -1,0 +1,216 @@
+//! `cargo xtask`: the project's development tasks.
+//!
+//! * `setup`: install what the VM harness needs (idempotent).
+//! * `test [--no-vm]`: everything CI runs: build, unit and integration
+//!   tests, and the end-to-end VM tests.
+//! * `demo`: boot the example enclave of `examples/enclave` in QEMU.
+//! * `vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]`:
+//!   boot your own root directory in the Nitro layout.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use xtask::assets;
+use xtask::image::{self, Image};
+use xtask::vm;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => {
+            assets::setup().map(|a| eprintln!("xtask: ready: kernel {}", a.kernel.display()))
+        }
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo(),
+        Some("vm") => boot_root(&args[1..]),
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <setup | test [--no-vm] | demo | vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]>";
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+fn test(args: &[String]) -> Result<(), String> {
+    let no_vm = args.iter().any(|a| a == "--no-vm") || std::env::var_os("EI_SKIP_VM").is_some();
+    if !no_vm {
+        assets::setup()?;
+        assets::static_binaries()?;
+    }
+    let root = assets::workspace_root();
+    // initctl is a binary of a sibling package: the integration tests of
+    // enclave-init run it, so build the whole workspace first.
+    run(cargo().args(["build", "--workspace"]).current_dir(&root))?;
+    let mut tests = if assets::which("cargo-nextest").is_some() {
+        let mut c = cargo();
+        c.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        c
+    } else {
+        let mut c = cargo();
+        c.args(["test", "--workspace", "--no-fail-fast"]);
+        c
+    };
+    tests.current_dir(&root);
+    if no_vm {
+        tests.env("EI_SKIP_VM", "1");
+    }
+    run(&mut tests)
+}
+
+/// The README's main job: the example enclave, watched live.
+fn demo() -> Result<(), String> {
+    let assets = assets::setup()?;
+    let (init, initctl) = assets::static_binaries()?;
+    let root = assets::workspace_root().join("examples/enclave");
+    let mut image = Image {
+        init,
+        initctl: Some(initctl),
+        nsm: Some(assets.nsm.clone()),
+        vm_modules: assets.vsock_modules.clone(),
+        rootfs_dir: Some(root.join("rootfs")),
+        busybox: Some(assets.busybox.clone()),
+        env: Some(vec![("GREETING".into(), "hello from /env".into())]),
+        ..Image::default()
+    };
+    image.config = Some(image::vm_config(
+        image.own_config().as_deref(),
+        &image.vm_modules,
+    )?);
+    let work = assets::workspace_root().join("target/demo");
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let initramfs = work.join("initramfs.cpio");
+    image.build(&initramfs)?;
+    eprintln!("xtask: booting the example enclave (QEMU, TCG; about a minute)\n");
+    let outcome = vm::boot(
+        &assets,
+        &initramfs,
+        &work,
+        &vm::Options {
+            echo: true,
+            ..vm::Options::default()
+        },
+    )?;
+    summarize(&outcome)
+}
+
+fn summarize(outcome: &vm::Outcome) -> Result<(), String> {
+    eprintln!();
+    match &outcome.heartbeat {
+        Some(hb) => eprintln!(
+            "xtask: heartbeat 0x{:02x} received after {:.1}s",
+            hb.byte,
+            hb.after.as_secs_f64()
+        ),
+        None => eprintln!("xtask: no heartbeat reached the host"),
+    }
+    if outcome.clean_power_off() {
+        eprintln!(
+            "xtask: the enclave powered off cleanly after {:.1}s",
+            outcome.elapsed.as_secs_f64()
+        );
+        Ok(())
+    } else if outcome.timed_out {
+        Err(format!(
+            "the enclave was still running after {:.0}s",
+            outcome.elapsed.as_secs_f64()
+        ))
+    } else {
+        Err(format!(
+            "the enclave did not power off cleanly (qemu: {:?})",
+            outcome.status
+        ))
+    }
+}
+
+/// Boots a user's root directory as nitro-cli would lay it out.
+fn boot_root(args: &[String]) -> Result<(), String> {
+    let mut root = None;
+    let mut cmd = None;
+    let mut env = Vec::new();
+    let mut timeout = Duration::from_secs(300);
+    let mut listener = true;
+    let mut iter = args.iter();
+    while let Some(a) = iter.next() {
+        match a.as_str() {
+            "--cmd" => {
+                cmd = Some(
+                    iter.next()
+                        .ok_or("--cmd needs a command")?
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            "--env" => {
+                let kv = iter.next().ok_or("--env needs KEY=VALUE")?;
+                let (k, v) = kv.split_once('=').ok_or("--env needs KEY=VALUE")?;
+                env.push((k.to_string(), v.to_string()));
+            }
+            "--timeout" => {
+                timeout = Duration::from_secs(
+                    iter.next()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or("--timeout needs seconds")?,
+                )
+            }
+            "--no-listener" => listener = false,
+            other if root.is_none() && !other.starts_with("--") => {
+                root = Some(PathBuf::from(other))
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let root = root.ok_or(USAGE)?;
+    let assets = assets::setup()?;
+    let (init, initctl) = assets::static_binaries()?;
+    let mut image = Image {
+        init,
+        initctl: Some(initctl),
+        nsm: Some(assets.nsm.clone()),
+        vm_modules: assets.vsock_modules.clone(),
+        rootfs_dir: Some(root),
+        busybox: Some(assets.busybox.clone()),
+        cmd,
+        env: Some(env),
+        ..Image::default()
+    };
+    image.config = Some(image::vm_config(
+        image.own_config().as_deref(),
+        &image.vm_modules,
+    )?);
+    let work = assets::workspace_root().join("target/vm-run");
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let initramfs = work.join("initramfs.cpio");
+    image.build(&initramfs)?;
+    let outcome = vm::boot(
+        &assets,
+        &initramfs,
+        &work,
+        &vm::Options {
+            echo: true,
+            timeout,
+            listener,
+            ..vm::Options::default()
+        },
+    )?;
+    summarize(&outcome)
+}

@@ -1,0 +1,276 @@
+//! Boots an initramfs under QEMU (TCG) with a virtio-vsock device served by
+//! vhost-device-vsock, a host-side heartbeat listener, and the serial
+//! console captured (and streamed, for people watching).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::assets::Assets;
+
+/// The heartbeat as the host saw it.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub byte: u8,
+    /// How much console text had arrived when the byte came.
+    pub console_len: usize,
+    pub after: Duration,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub console: String,
+    pub status: Option<std::process::ExitStatus>,
+    pub timed_out: bool,
+    pub heartbeat: Option<Heartbeat>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// Ended by init's reboot(2) (QEMU runs with -no-reboot), not by a
+    /// kernel panic or the harness's timeout.
+    pub fn clean_power_off(&self) -> bool {
+        !self.timed_out
+            && self.status.is_some_and(|s| s.success())
+            && self.console.contains("reboot: Power down")
+            && !self.console.contains("Kernel panic")
+    }
+
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        self.console.lines().map(|l| l.trim_end_matches('\r'))
+    }
+
+    /// Lines a service printed through init (`name[pid]: text`), text only.
+    pub fn service_output(&self, service: &str) -> Vec<String> {
+        let prefix = format!("{service}[");
+        self.lines()
+            .filter_map(|l| {
+                l.strip_prefix(&prefix)
+                    .and_then(|rest| rest.split_once("]: "))
+                    .map(|(_, t)| t.to_string())
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+pub struct Options {
+    pub timeout: Duration,
+    /// Answer the heartbeat (port 9000) on the host.
+    pub listener: bool,
+    /// Stream the console to stderr as it comes.
+    pub echo: bool,
+    pub memory_mb: u32,
+    /// Words for the kernel command line besides the harness's own.
+    pub append: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(180),
+            listener: true,
+            echo: false,
+            memory_mb: 256,
+            append: String::new(),
+        }
+    }
+}
+
+/// Nitro's kernel command line, less `pci=off` (QEMU's vsock is on PCI),
+/// plus what makes a panic end QEMU at once.
+pub const CMDLINE: &str =
+    "console=ttyS0 panic=-1 reboot=k nomodules quiet i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd random.trust_cpu=on";
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The first line init prints; a panic before it is the emulator's.
+pub const INIT_STARTED: &str = "enclave-init: enclave-init ";
+
+/// Boots, retrying when the kernel crashes before init starts. Under TCG
+/// the 6.12 kernel sometimes dies in early boot (NULL dereferences in ACPI
+/// init, slab corruption in kthreadd: seen in about one boot in ten, with
+/// and without the vsock device), which says nothing about init. A crash
+/// after init's first line is never retried.
+pub fn boot(
+    assets: &Assets,
+    initramfs: &Path,
+    work: &Path,
+    opts: &Options,
+) -> Result<Outcome, String> {
+    let mut attempt = 1;
+    loop {
+        let outcome = boot_once(assets, initramfs, work, opts)?;
+        let early_crash =
+            outcome.console.contains("Kernel panic") && !outcome.console.contains(INIT_STARTED);
+        if !early_crash || attempt == 3 {
+            return Ok(outcome);
+        }
+        eprintln!("xtask: the guest kernel crashed before /init ran (emulator flakiness); booting again ({}/3)", attempt + 1);
+        attempt += 1;
+    }
+}
+
+fn boot_once(
+    assets: &Assets,
+    initramfs: &Path,
+    work: &Path,
+    opts: &Options,
+) -> Result<Outcome, String> {
+    std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
+    let vhu = work.join("vhu.sock");
+    let uds = work.join("vm.vsock");
+    let _ = std::fs::remove_file(&vhu);
+    let _ = std::fs::remove_file(&uds);
+    let vhost = Command::new(&assets.vhost)
+        .args(["--guest-cid", "16"])
+        .arg("--socket")
+        .arg(&vhu)
+        .arg("--uds-path")
+        .arg(&uds)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start vhost-device-vsock: {e}"))?;
+    let _vhost = Kill(vhost);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !vhu.exists() {
+        if Instant::now() > deadline {
+            return Err("vhost-device-vsock did not create its socket".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let console = Arc::new(Mutex::new(String::new()));
+    let heartbeat: Arc<Mutex<Option<Heartbeat>>> = Arc::default();
+    let start = Instant::now();
+    if opts.listener {
+        // A guest connection to CID 2 port P arrives at "<uds>_P".
+        let path = PathBuf::from(format!("{}_9000", uds.display()));
+        let _ = std::fs::remove_file(&path);
+        let listener =
+            UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+        let (console, heartbeat) = (console.clone(), heartbeat.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut byte = [0u8; 1];
+                if stream.read_exact(&mut byte).is_ok() {
+                    let console_len = console.lock().map(|c| c.len()).unwrap_or(0);
+                    if let Ok(mut hb) = heartbeat.lock() {
+                        hb.get_or_insert(Heartbeat {
+                            byte: byte[0],
+                            console_len,
+                            after: start.elapsed(),
+                        });
+                    }
+                    let _ = stream.write_all(&[0xB7]);
+                }
+            }
+        });
+    }
+    let memory = format!("{}M", opts.memory_mb);
+    let mut qemu = Command::new(&assets.qemu);
+    qemu.args([
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        "1",
+        "-m",
+        &memory,
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+    ])
+    .args([
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={memory},share=on"),
+        "-numa",
+        "node,memdev=mem",
+    ])
+    .args([
+        "-chardev",
+        &format!("socket,id=c0,path={}", vhu.display()),
+        "-device",
+        "vhost-user-vsock-pci,chardev=c0",
+    ])
+    .arg("-kernel")
+    .arg(&assets.kernel)
+    .arg("-initrd")
+    .arg(initramfs)
+    .args(["-append", &format!("{CMDLINE} {}", opts.append)])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = qemu.spawn().map_err(|e| format!("start qemu: {e}"))?;
+    let mut stdout = child.stdout.take().ok_or("qemu stdout")?;
+    let mut stderr = child.stderr.take().ok_or("qemu stderr")?;
+    let mut qemu = Kill(child);
+    let reader = {
+        let (console, echo) = (console.clone(), opts.echo);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if echo {
+                    let mut err = std::io::stderr();
+                    let _ = err.write_all(text.as_bytes());
+                    let _ = err.flush();
+                }
+                if let Ok(mut c) = console.lock() {
+                    c.push_str(&text);
+                }
+            }
+        })
+    };
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = start + opts.timeout;
+    let mut timed_out = false;
+    let status = loop {
+        match qemu.0.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) => {}
+            Err(e) => return Err(format!("waiting for qemu: {e}")),
+        }
+        if Instant::now() > deadline {
+            timed_out = true;
+            let _ = qemu.0.kill();
+            break qemu.0.wait().ok();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = reader.join();
+    let qemu_errors = errors.join().unwrap_or_default();
+    let mut console = console.lock().map(|c| c.clone()).unwrap_or_default();
+    if !qemu_errors.trim().is_empty() {
+        console.push_str(&format!("\n[qemu stderr] {}\n", qemu_errors.trim()));
+    }
+    let heartbeat = heartbeat.lock().ok().and_then(|h| h.clone());
+    Ok(Outcome {
+        console,
+        status,
+        timed_out,
+        heartbeat,
+        elapsed: start.elapsed(),
+    })
+}
