@@ -347,17 +347,7 @@ impl Supervisor {
 
     /// Runs one handler; a panic in it is logged and the loop goes on.
     fn guard(&mut self, what: &str, f: impl FnOnce(&mut Self)) {
-        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            console::log(
-                Level::Error,
-                &format!("internal error while handling {what}: {text}; carrying on"),
-            );
-        }
+        guarded(what, || f(self));
     }
 
     fn dispatch(&mut self, token: u64, flags: EpollFlags) {
@@ -1491,6 +1481,26 @@ impl Supervisor {
     }
 }
 
+/// Runs `f`; a panic in it is logged and becomes `None`, so that one bad
+/// event never ends PID 1.
+pub fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            console::log(
+                Level::Error,
+                &format!("internal error while handling {what}: {text}; carrying on"),
+            );
+            None
+        }
+    }
+}
+
 /// The console fd lives in a static for the whole run of init.
 fn console_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
     // SAFETY: the fd belongs to the console module's static, which is never
@@ -1648,4 +1658,56 @@ pub fn descendants(proc_path: &Path, root: Pid) -> Vec<Pid> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::panic)]
+    fn a_panicking_handler_is_survived() {
+        let mut handled = 0;
+        for event in 0..3 {
+            let result = guarded("event", || {
+                if event == 1 {
+                    panic!("boom in handler {event}");
+                }
+                event * 10
+            });
+            if let Some(v) = result {
+                handled += 1;
+                assert_eq!(v, event * 10);
+            }
+        }
+        assert_eq!(
+            handled, 2,
+            "the events before and after the panic were handled"
+        );
+        let text = guarded("text", || -> u8 {
+            std::panic::panic_any(String::from("owned message"))
+        });
+        assert_eq!(text, None);
+    }
+
+    #[test]
+    fn descendants_from_proc() {
+        let proc = std::env::temp_dir().join(format!("ei-proc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&proc);
+        for (pid, ppid) in [(10, 1), (11, 10), (12, 11), (13, 1), (14, 99)] {
+            std::fs::create_dir_all(proc.join(pid.to_string())).unwrap();
+            std::fs::write(
+                proc.join(format!("{pid}/stat")),
+                format!("{pid} (a (weird) name) S {ppid} 1 1 0"),
+            )
+            .unwrap();
+        }
+        let mut found = descendants(&proc, 10);
+        found.sort();
+        assert_eq!(found, [11, 12]);
+        let mut all = descendants(&proc, 1);
+        all.sort();
+        assert_eq!(all, [10, 11, 12, 13]);
+        std::fs::remove_dir_all(&proc).unwrap();
+    }
 }
