@@ -622,8 +622,9 @@ pub fn execute(
             }
             None
         }
-        Command::Reload => Some(Response::Reload {
-            report: sup.reload(),
+        Command::Reload => Some(match sup.reload() {
+            Ok(report) => Response::Reload { report },
+            Err(message) => Response::Error { message },
         }),
         Command::Poweroff | Command::Reboot => {
             let reboot = request.command == Command::Reboot;

@@ -754,15 +754,22 @@ impl Supervisor {
     }
 
     /// Re-reads the service directory (`initctl reload`, SIGHUP).
-    pub fn reload(&mut self) -> control::ReloadReport {
+    pub fn reload(&mut self) -> Result<control::ReloadReport, String> {
         let mut report = control::ReloadReport::default();
         if !self.settings.load_service_dir {
-            report
-                .errors
-                .push("no service directory in use (--no-boot -- CMD)".into());
-            return report;
+            return Err("no service directory in use (--no-boot -- CMD)".into());
         }
         let dir = self.settings.config.services.dir.clone();
+        if !dir.is_dir() {
+            // Gone (an unmount, a mistake): not the same as every file
+            // removed. Stopping everything on that would be worse.
+            let message = format!(
+                "service directory {} is missing; nothing changed (remove the files, not the directory, to remove services)",
+                dir.display()
+            );
+            console::log(Level::Error, &format!("reload: {message}"));
+            return Err(message);
+        }
         let loaded = spec::load_dir(&dir);
         report_diagnostics(&loaded.diagnostics);
         report.errors.extend(
@@ -780,7 +787,7 @@ impl Supervisor {
                 Level::Error,
                 &format!("reload: {dir_error}; services left as they are"),
             );
-            return report;
+            return Err(format!("{dir_error}; nothing changed"));
         }
         let now = Instant::now();
         let mut fresh: BTreeMap<String, ServiceSpec> = loaded
@@ -881,7 +888,7 @@ impl Supervisor {
                 report.errors.len()
             ),
         );
-        report
+        Ok(report)
     }
 
     // ---- processes ----
@@ -1172,7 +1179,8 @@ impl Supervisor {
             }
             libc::SIGHUP => {
                 console::log(Level::Info, "received SIGHUP: reloading service files");
-                self.reload();
+                // Errors are logged by reload itself.
+                let _ = self.reload();
             }
             other => console::log(
                 Level::Debug,

@@ -89,6 +89,9 @@ pub struct Builder {
     config: Option<String>,
     env: Vec<(String, String)>,
     env_remove: Vec<String>,
+    uid: Option<u32>,
+    wrapper: Vec<String>,
+    unread_stdout: bool,
 }
 
 impl Builder {
@@ -103,6 +106,9 @@ impl Builder {
             config: None,
             env: Vec::new(),
             env_remove: Vec::new(),
+            uid: None,
+            wrapper: Vec::new(),
+            unread_stdout: false,
         }
     }
 
@@ -138,6 +144,26 @@ impl Builder {
 
     pub fn env_remove(mut self, key: &str) -> Self {
         self.env_remove.push(key.into());
+        self
+    }
+
+    /// Runs init as this user (as a subreaper: PID namespaces need root).
+    pub fn uid(mut self, uid: u32) -> Self {
+        self.uid = Some(uid);
+        self.how = As::Subreaper;
+        self
+    }
+
+    /// Runs init under a command, e.g. `prlimit --nproc=...`.
+    pub fn wrapper(mut self, argv: &[&str]) -> Self {
+        self.wrapper = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Init's stdout and stderr go to a pipe nobody reads (until
+    /// `Init::drain_console`).
+    pub fn unread_stdout(mut self) -> Self {
+        self.unread_stdout = true;
         self
     }
 
@@ -178,6 +204,18 @@ impl Builder {
                 c
             }
         };
+        if !self.wrapper.is_empty() {
+            let inner = cmd;
+            let mut c = Command::new(&self.wrapper[0]);
+            c.args(&self.wrapper[1..])
+                .arg(inner.get_program())
+                .args(inner.get_args());
+            cmd = c;
+        }
+        if let Some(uid) = self.uid {
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -191,6 +229,15 @@ impl Builder {
             .spawn()
             .expect("start enclave-init (is unshare installed? run as root)");
         let lines: Lines = Arc::default();
+        if self.unread_stdout {
+            return Init {
+                child,
+                dir: self.dir,
+                socket,
+                lines,
+                exit: None,
+            };
+        }
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
@@ -219,6 +266,34 @@ impl Builder {
 }
 
 impl Init {
+    /// Starts reading init's output (after `Builder::unread_stdout`).
+    pub fn drain_console(&mut self) {
+        let streams: Vec<Box<dyn std::io::Read + Send>> = [
+            self.child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            self.child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for stream in streams {
+            let lines = self.lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let (lock, cv) = &*lines;
+                    lock.lock().unwrap().push((Instant::now(), line));
+                    cv.notify_all();
+                }
+            });
+        }
+    }
+
     pub fn output(&self) -> String {
         let (lock, _) = &*self.lines;
         lock.lock()
@@ -334,8 +409,14 @@ impl Init {
 
 impl Drop for Init {
     fn drop(&mut self) {
+        // A subreaper's services outlive it; a PID namespace's do not.
+        // Either way nothing of a test may stay behind.
+        let pid = self.init_pid();
+        for p in descendants(pid) {
+            // SAFETY: plain kill(2) on processes this test started.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
         if self.exit.is_none() {
-            let pid = self.init_pid();
             // SAFETY: plain kill(2) on processes we started.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
@@ -344,6 +425,19 @@ impl Drop for Init {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Every descendant of `root`, from /proc's parent links.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for child in children_of(p) {
+            out.push(child);
+            frontier.push(child);
+        }
+    }
+    out
 }
 
 fn is_unshare(pid: i32) -> bool {

@@ -1,0 +1,271 @@
+//! Faults init must survive (issue: reliability suite). Each test says
+//! what goes wrong and checks that init keeps supervising and answering.
+//! RELIABILITY.md lists them.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{children_of, proc_stat, started_pid, status_field, wait_until, As, Builder, Init};
+
+const NOBODY: u32 = 65534;
+
+fn answers(init: &Init) -> bool {
+    init.initctl(&["list"]).status.success()
+}
+
+fn state(init: &Init, name: &str) -> serde_json::Value {
+    let out = init.initctl(&["status", name, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Lets an unprivileged init write its socket in the test's directory.
+fn open_to_all(b: &Builder) {
+    for dir in [b.dir().to_path_buf(), b.dir().join("service")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+}
+
+/// Forks sleepers until the process limit, keeps every slot, then tells
+/// init it is ready (with its own socket: no fork left for initctl).
+const HOG: &str = r#"Type = "notify"
+ExecStart = ["python3", "-c", """
+import os, socket, time
+n = 0
+while True:
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(1000)
+        os._exit(0)
+    n += 1
+print('hog holds', n, 'processes', flush=True)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])
+time.sleep(1000)
+"""]
+"#;
+
+#[test]
+fn fork_failing_at_rlimit_nproc_is_waited_out() {
+    // Root ignores RLIMIT_NPROC, which counts every process of a user: run
+    // init as a uid of this test's own, limited to 12 processes, and let a
+    // hog take what is left.
+    const UID: u32 = 54321;
+    let b = Builder::new("nproc");
+    open_to_all(&b);
+    let mut init = b
+        .uid(UID)
+        .wrapper(&["prlimit", "--nproc=12:12", "--"])
+        .service("hog", HOG)
+        .service("victim", "After = [\"hog\"]\nExecStart = \"sh -c 'echo victim-ran; exec sleep 1000'\"\nRestartSec = 0.2\n")
+        .start();
+    init.wait_for("hog: ready");
+    init.wait_for("Resource temporarily unavailable; retrying in 200ms");
+    init.wait_socket();
+    assert!(answers(&init), "init answers while out of processes");
+    assert_eq!(state(&init, "victim")["state"], "waiting");
+    // Free the processes: the victim starts at its next try.
+    assert!(init.initctl(&["stop", "hog"]).status.success());
+    init.wait_for("victim-ran");
+    wait_until("victim running", || {
+        state(&init, "victim")["state"] == "running"
+    });
+    init.signal(libc::SIGTERM);
+    init.wait_exit();
+}
+
+#[test]
+fn sigchld_storm_of_thousands_of_orphans() {
+    let init = Builder::new("storm")
+        .how(As::Subreaper)
+        .service(
+            "storm",
+            "ExecStart = [\"sh\", \"-c\", \"for i in $(seq 3000); do (true &); done; echo storm-done; exec sleep 1000\"]\nKillMode = \"process\"\n",
+        )
+        .start();
+    init.wait_for("storm-done");
+    let pid = init.init_pid();
+    let spawner = started_pid(&init, "storm", 1);
+    wait_until("every orphan reaped", || {
+        let kids = children_of(pid);
+        kids.iter().all(|p| *p == spawner)
+    });
+    assert!(children_of(pid)
+        .iter()
+        .all(|p| proc_stat(*p).is_some_and(|(s, ..)| s != 'Z')));
+    init.wait_socket();
+    assert!(answers(&init));
+}
+
+#[test]
+fn a_console_nobody_reads_costs_lines_not_supervision() {
+    let mut init = Builder::new("console")
+        .unread_stdout()
+        .service("flood", "ExecStart = [\"sh\", \"-c\", \"while true; do echo 'flooding the console with a line of text'; done\"]\n")
+        .service("steady", "ExecStart = \"sleep 1000\"\n")
+        .start();
+    init.wait_socket();
+    // The pipe to the console is full: init must still serve and supervise.
+    wait_until("steady running", || {
+        answers(&init) && state(&init, "steady")["state"] == "running"
+    });
+    for _ in 0..5 {
+        assert!(answers(&init));
+    }
+    assert!(init.initctl(&["restart", "steady"]).status.success());
+    assert!(init.initctl(&["stop", "flood"]).status.success());
+    // Once someone reads, the console says what was lost.
+    init.drain_console();
+    init.wait_for("console too slow:");
+    init.wait_for("lines dropped");
+    init.signal(libc::SIGTERM);
+    assert_eq!(init.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn an_unreadable_service_directory_is_reported() {
+    // Unreadable for nobody.
+    let b = Builder::new("unreadable");
+    open_to_all(&b);
+    std::fs::set_permissions(
+        b.dir().join("service"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let init = b.uid(NOBODY).start();
+    init.wait_for("cannot read service directory: Permission denied");
+    init.wait_socket();
+    assert!(answers(&init));
+    // A file where the directory should be: same, for root.
+    let b = Builder::new("notadir");
+    std::fs::remove_dir(b.dir().join("service")).unwrap();
+    std::fs::write(b.dir().join("service"), "not a directory").unwrap();
+    let init = b.start();
+    init.wait_for("cannot read service directory: Not a directory");
+    init.wait_socket();
+    assert!(answers(&init));
+}
+
+#[test]
+fn a_service_directory_that_vanishes_at_reload_changes_nothing() {
+    let init = Builder::new("vanish")
+        .service("keep", "ExecStart = \"sleep 1000\"\n")
+        .start();
+    init.wait_for("keep: started");
+    init.wait_socket();
+    std::fs::remove_dir_all(init.dir.path().join("service")).unwrap();
+    let out = init.initctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is missing; nothing changed"));
+    assert_eq!(state(&init, "keep")["state"], "running");
+    init.signal(libc::SIGHUP);
+    init.wait_count("is missing; nothing changed", 2);
+    assert_eq!(state(&init, "keep")["state"], "running");
+}
+
+#[test]
+fn a_service_that_closes_its_output_keeps_running() {
+    let init = Builder::new("closed")
+        .service(
+            "quiet",
+            "ExecStart = [\"sh\", \"-c\", \"echo last-words; exec >&- 2>&-; exec sleep 1000\"]\n",
+        )
+        .start();
+    init.wait_for("last-words");
+    init.wait_socket();
+    let pid = state(&init, "quiet")["pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    assert_eq!(state(&init, "quiet")["state"], "running");
+    let out = init.initctl(&["stop", "quiet"]);
+    assert!(out.status.success());
+    assert_eq!(state(&init, "quiet")["state"], "stopped");
+}
+
+#[test]
+fn a_process_tree_left_behind_is_handled_per_kill_mode() {
+    let tree =
+        "ExecStart = [\"sh\", \"-c\", \"(sleep 1000 &); (sleep 1001 &); echo tree-spawned\"]\n";
+    let init = Builder::new("tree")
+        .how(As::Subreaper)
+        .service("group", tree)
+        .service("process", &format!("{tree}KillMode = \"process\"\n"))
+        .start();
+    init.wait_for("group: stopping processes left in its group");
+    init.wait_for("group: main process exited with status 0");
+    let group_pid = started_pid(&init, "group", 1);
+    let process_pid = started_pid(&init, "process", 1);
+    wait_until("group's leftovers gone", || {
+        all_pids()
+            .into_iter()
+            .all(|p| proc_stat(p).is_none_or(|(_, _, pgid, _)| pgid != group_pid))
+    });
+    init.wait_socket();
+    assert_eq!(state(&init, "group")["state"], "exited");
+    // KillMode=process leaves them running.
+    let left: Vec<i32> = all_pids()
+        .into_iter()
+        .filter(|p| proc_stat(*p).is_some_and(|(_, _, pgid, _)| pgid == process_pid))
+        .collect();
+    assert_eq!(left.len(), 2, "KillMode=process keeps the tree: {left:?}");
+    for p in left {
+        // SAFETY: plain kill(2) on the test's own leftovers.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+}
+
+fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+#[test]
+fn soak_ten_thousand_crash_restarts_leak_nothing() {
+    let init = Builder::new("soak")
+        .how(As::Subreaper)
+        .service("crash", "ExecStart = \"/bin/false\"\nRestart = \"always\"\nRestartSec = 0\nStartLimitIntervalSec = 0\n")
+        .start();
+    init.wait_socket();
+    let pid = init.init_pid();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let rss_kib = || {
+        status_field(pid, "VmRSS")
+            .trim_end_matches(" kB")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    // Measured at rest (the service stopped, its pipe closed), after a
+    // warm-up that lets allocator pools and buffers reach their size.
+    let at_rest = || {
+        assert!(init.initctl(&["stop", "crash"]).status.success());
+        wait_until("the crash service's pipe closed", || fds() == fds());
+        (fds(), rss_kib())
+    };
+    init.wait_for("(restart 1000)");
+    let (fds_before, rss_before) = at_rest();
+    assert!(init.initctl(&["start", "crash"]).status.success());
+    // A start by hand resets the count: 9000 more.
+    init.wait_for("(restart 9000)");
+    let (fds_after, rss_after) = at_rest();
+    assert_eq!(fds_after, fds_before, "open fds changed over 9000 restarts");
+    assert!(
+        rss_after <= rss_before + 64,
+        "RSS grew {} KiB over 9000 restarts ({rss_before} -> {rss_after} KiB)",
+        rss_after.saturating_sub(rss_before)
+    );
+}
