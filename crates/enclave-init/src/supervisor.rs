@@ -266,16 +266,10 @@ impl Supervisor {
         let socket_path = self.settings.config.control.socket.clone();
         let notify_path = notify_path_for(&socket_path);
         match NotifySocket::bind(&notify_path) {
-            Ok(sock) => {
-                if let Err(e) = self.epoll.add(
-                    sock.fd(),
-                    EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_NOTIFY),
-                ) {
-                    console::log(Level::Error, &format!("epoll_ctl notify socket: {e}"));
-                } else {
-                    self.notify = Some(sock);
-                }
+            Ok(sock) if self.watch(sock.fd(), TOKEN_NOTIFY, "notify socket") => {
+                self.notify = Some(sock)
             }
+            Ok(_) => {}
             Err(e) => console::log(
                 Level::Error,
                 &format!(
@@ -285,16 +279,10 @@ impl Supervisor {
             ),
         }
         match Control::bind(&socket_path) {
-            Ok(ctl) => {
-                if let Err(e) = self.epoll.add(
-                    ctl.listener_fd(),
-                    EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_CONTROL),
-                ) {
-                    console::log(Level::Error, &format!("epoll_ctl control socket: {e}"));
-                } else {
-                    self.control = Some(ctl);
-                }
+            Ok(ctl) if self.watch(ctl.listener_fd(), TOKEN_CONTROL, "control socket") => {
+                self.control = Some(ctl)
             }
+            Ok(_) => {}
             Err(e) => console::log(
                 Level::Error,
                 &format!(
@@ -302,6 +290,20 @@ impl Supervisor {
                     socket_path.display()
                 ),
             ),
+        }
+    }
+
+    /// Adds a readable fd to the loop; logs and says so when it cannot.
+    fn watch(&self, fd: std::os::fd::BorrowedFd<'_>, token: u64, what: &str) -> bool {
+        match self
+            .epoll
+            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
+        {
+            Ok(()) => true,
+            Err(e) => {
+                console::log(Level::Error, &format!("epoll_ctl {what}: {e}"));
+                false
+            }
         }
     }
 

@@ -11,16 +11,6 @@ fn notify_cmd(extra: &str) -> String {
     format!("{} notify {extra}", initctl_bin().display())
 }
 
-fn state(init: &Init, name: &str) -> serde_json::Value {
-    let out = init.initctl(&["status", name, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn at(init: &Init, needle: &str) -> usize {
     init.wait_for(needle);
     init.lines()
@@ -38,9 +28,9 @@ fn oneshot_setup_gates_the_server() {
     assert!(at(&init, "setup-done") < at(&init, "server-up"));
     assert!(at(&init, "setup: main process exited with status 0") < at(&init, "server: started"));
     init.wait_socket();
-    let setup = state(&init, "setup");
+    let setup = init.status("setup");
     assert_eq!(setup["state"], "exited");
-    assert_eq!(state(&init, "server")["state"], "running");
+    assert_eq!(init.status("server")["state"], "running");
 }
 
 #[test]
@@ -57,7 +47,7 @@ fn a_failing_oneshot_keeps_its_dependent_down() {
         .start();
     init.wait_for("server: not started: required service setup failed");
     init.wait_socket();
-    let server = state(&init, "server");
+    let server = init.status("server");
     assert_eq!(server["state"], "failed");
     assert_eq!(server["result"], "required service setup failed");
     assert_eq!(init.count("server: started"), 0);
@@ -80,9 +70,9 @@ fn notify_dependent_starts_only_after_ready() {
         .start();
     init.wait_for("db-booting");
     init.wait_socket();
-    let db = state(&init, "db");
+    let db = init.status("db");
     assert_eq!(db["state"], "starting", "not ready before READY=1");
-    let client = state(&init, "client");
+    let client = init.status("client");
     assert_eq!(client["state"], "starting");
     assert_eq!(client["waiting_for"], "waiting for db: not ready");
     let text = String::from_utf8_lossy(&init.initctl(&["status", "client"]).stdout).into_owned();
@@ -93,8 +83,8 @@ fn notify_dependent_starts_only_after_ready() {
     assert_eq!(init.count("client: started"), 0);
     std::fs::write(&go, "").unwrap();
     assert!(at(&init, "db: ready") < at(&init, "client-up"));
-    wait_until("db running", || state(&init, "db")["state"] == "running");
-    assert_eq!(state(&init, "db")["status_text"], "accepting connections");
+    wait_until("db running", || init.status("db")["state"] == "running");
+    assert_eq!(init.status("db")["status_text"], "accepting connections");
 }
 
 #[test]
@@ -130,7 +120,7 @@ fn notify_messages_from_foreign_processes_and_garbage_are_ignored() {
     init.wait_for("notify: ignoring a message from pid");
     init.wait_socket();
     assert_eq!(
-        state(&init, "svc")["state"],
+        init.status("svc")["state"],
         "starting",
         "a foreign READY=1 must not count"
     );
@@ -146,7 +136,7 @@ fn notify_messages_from_foreign_processes_and_garbage_are_ignored() {
     init.wait_for("not a KEY=VALUE line: \"this is garbage\"");
     init.wait_for("message is not UTF-8");
     init.wait_socket();
-    assert_eq!(state(&init, "svc")["state"], "starting");
+    assert_eq!(init.status("svc")["state"], "starting");
 }
 
 #[test]
@@ -164,14 +154,14 @@ fn required_service_stopping_later_stops_the_dependent() {
     // Dependents first, then db.
     assert!(at(&init, "app: stopped") < at(&init, "db: stopped"));
     assert_eq!(
-        state(&init, "side")["state"],
+        init.status("side")["state"],
         "running",
         "Wants does not stop with it"
     );
     // db dying by itself (not stopped by hand) stops app too.
     assert!(init.initctl(&["start", "app"]).status.success());
-    wait_until("app running", || state(&init, "app")["state"] == "running");
-    let db_pid = state(&init, "db")["pid"].as_i64().unwrap();
+    wait_until("app running", || init.status("app")["state"] == "running");
+    let db_pid = init.status("db")["pid"].as_i64().unwrap();
     // The pid is inside init's PID namespace; kill it from inside.
     let kill = std::process::Command::new("nsenter")
         .args([
@@ -188,7 +178,7 @@ fn required_service_stopping_later_stops_the_dependent() {
     assert!(kill.success());
     init.wait_for("db: failed: killed by SIGKILL");
     init.wait_for("app: stopping: it requires db, which is failed");
-    wait_until("app stopped", || state(&init, "app")["state"] == "stopped");
+    wait_until("app stopped", || init.status("app")["state"] == "stopped");
 }
 
 #[test]
@@ -205,7 +195,7 @@ fn initctl_start_brings_requirements_along() {
     init.wait_socket();
     assert!(init.initctl(&["stop", "db"]).status.success());
     assert!(init.initctl(&["stop", "cache"]).status.success());
-    assert_eq!(state(&init, "app")["state"], "stopped");
+    assert_eq!(init.status("app")["state"], "stopped");
     let out = init.initctl(&["start", "app"]);
     assert!(
         out.status.success(),
@@ -213,7 +203,7 @@ fn initctl_start_brings_requirements_along() {
         String::from_utf8_lossy(&out.stderr)
     );
     for name in ["db", "cache", "app"] {
-        assert_eq!(state(&init, name)["state"], "running", "{name}");
+        assert_eq!(init.status(name)["state"], "running", "{name}");
     }
 }
 
@@ -280,8 +270,8 @@ fn a_cycle_beside_healthy_services() {
     init.wait_for("orphan: failed: requires ghost, which does not exist");
     init.wait_for("warning: orphan: wants phantom, which does not exist");
     init.wait_socket();
-    assert_eq!(state(&init, "b")["state"], "failed");
-    assert_eq!(state(&init, "healthy")["state"], "running");
+    assert_eq!(init.status("b")["state"], "failed");
+    assert_eq!(init.status("healthy")["state"], "running");
 }
 
 #[test]

@@ -27,14 +27,10 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn state_of(init: &Init, name: &str) -> serde_json::Value {
-    json(init, &["status", name, "--json"])
-}
-
 fn wait_state(init: &Init, name: &str, state: &str) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     wait_until(&format!("{name} {state}"), || {
-        last = state_of(init, name);
+        last = init.status(name);
         last["state"] == state
     });
     last
@@ -71,7 +67,7 @@ fn list_and_status_json_fields() {
     );
     assert_eq!(crash["last_exit"], serde_json::json!({"code": 3}));
     assert_eq!(crash["result"], "start limit hit");
-    let status = state_of(&init, "web");
+    let status = init.status("web");
     for key in [
         "name",
         "state",
@@ -104,7 +100,7 @@ fn list_and_status_json_fields() {
 #[test]
 fn stop_start_restart_change_pids() {
     let init = basic();
-    let first = state_of(&init, "web")["pid"].as_i64().unwrap();
+    let first = init.status("web")["pid"].as_i64().unwrap();
     let out = init.initctl(&["stop", "web"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -112,7 +108,7 @@ fn stop_start_restart_change_pids() {
         "web: stopped",
         "stop answers once the service is down"
     );
-    assert_eq!(state_of(&init, "web")["state"], "stopped");
+    assert_eq!(init.status("web")["state"], "stopped");
     let out = init.initctl(&["start", "web"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let second = wait_state(&init, "web", "running")["pid"].as_i64().unwrap();
@@ -145,7 +141,7 @@ fn stop_reports_a_service_that_will_not_die_until_sigkill() {
 #[test]
 fn start_clears_failed() {
     let init = basic();
-    assert_eq!(state_of(&init, "crash")["state"], "failed");
+    assert_eq!(init.status("crash")["state"], "failed");
     let out = init.initctl(&["start", "crash"]);
     // Started (a simple service is up once exec'd), then it fails again:
     // two more runs, so the start limit was fresh.
@@ -311,7 +307,7 @@ fn socket_is_root_only_and_others_are_refused() {
             stderr(&out)
         );
     }
-    assert_eq!(state_of(&init, "web")["state"], "running");
+    assert_eq!(init.status("web")["state"], "running");
 }
 
 #[test]

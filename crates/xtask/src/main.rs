@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use xtask::assets;
+use xtask::assets::{self, run};
 use xtask::image::{self, Image};
 use xtask::vm;
 
@@ -39,15 +39,6 @@ const USAGE: &str = "usage: cargo xtask <setup | test [--no-vm] | demo | vm ROOT
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd:?} failed: {status}"))
-    }
 }
 
 fn test(args: &[String]) -> Result<(), String> {
@@ -78,37 +69,52 @@ fn test(args: &[String]) -> Result<(), String> {
 
 /// The README's main job: the example enclave, watched live.
 fn demo() -> Result<(), String> {
+    let root = assets::workspace_root().join("examples/enclave/rootfs");
+    let env = vec![("GREETING".into(), "hello from /env".into())];
+    eprintln!("xtask: booting the example enclave (QEMU, TCG; about a minute)\n");
+    boot_image(
+        root,
+        None,
+        env,
+        "target/demo",
+        vm::Options {
+            echo: true,
+            ..vm::Options::default()
+        },
+    )
+}
+
+/// Builds the Nitro layout of `root` (with busybox, initctl and the real
+/// nsm.ko), adapts its config for QEMU, boots it and reports.
+fn boot_image(
+    root: PathBuf,
+    cmd: Option<Vec<String>>,
+    env: Vec<(String, String)>,
+    work: &str,
+    opts: vm::Options,
+) -> Result<(), String> {
     let assets = assets::setup()?;
     let (init, initctl) = assets::static_binaries()?;
-    let root = assets::workspace_root().join("examples/enclave");
     let mut image = Image {
         init,
         initctl: Some(initctl),
         nsm: Some(assets.nsm.clone()),
         vm_modules: assets.vsock_modules.clone(),
-        rootfs_dir: Some(root.join("rootfs")),
+        rootfs_dir: Some(root),
         busybox: Some(assets.busybox.clone()),
-        env: Some(vec![("GREETING".into(), "hello from /env".into())]),
+        cmd,
+        env: Some(env),
         ..Image::default()
     };
     image.config = Some(image::vm_config(
         image.own_config().as_deref(),
         &image.vm_modules,
     )?);
-    let work = assets::workspace_root().join("target/demo");
+    let work = assets::workspace_root().join(work);
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let initramfs = work.join("initramfs.cpio");
     image.build(&initramfs)?;
-    eprintln!("xtask: booting the example enclave (QEMU, TCG; about a minute)\n");
-    let outcome = vm::boot(
-        &assets,
-        &initramfs,
-        &work,
-        &vm::Options {
-            echo: true,
-            ..vm::Options::default()
-        },
-    )?;
+    let outcome = vm::boot(&assets, &initramfs, &work, &opts)?;
     summarize(&outcome)
 }
 
@@ -180,37 +186,16 @@ fn boot_root(args: &[String]) -> Result<(), String> {
         }
     }
     let root = root.ok_or(USAGE)?;
-    let assets = assets::setup()?;
-    let (init, initctl) = assets::static_binaries()?;
-    let mut image = Image {
-        init,
-        initctl: Some(initctl),
-        nsm: Some(assets.nsm.clone()),
-        vm_modules: assets.vsock_modules.clone(),
-        rootfs_dir: Some(root),
-        busybox: Some(assets.busybox.clone()),
+    boot_image(
+        root,
         cmd,
-        env: Some(env),
-        ..Image::default()
-    };
-    image.config = Some(image::vm_config(
-        image.own_config().as_deref(),
-        &image.vm_modules,
-    )?);
-    let work = assets::workspace_root().join("target/vm-run");
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let initramfs = work.join("initramfs.cpio");
-    image.build(&initramfs)?;
-    let outcome = vm::boot(
-        &assets,
-        &initramfs,
-        &work,
-        &vm::Options {
+        env,
+        "target/vm-run",
+        vm::Options {
             echo: true,
             timeout,
             listener,
             ..vm::Options::default()
         },
-    )?;
-    summarize(&outcome)
+    )
 }

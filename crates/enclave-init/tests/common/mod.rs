@@ -315,8 +315,13 @@ impl Init {
 
     /// Waits until `count` lines contain `needle`; returns when each came.
     pub fn wait_count(&self, needle: &str, count: usize) -> Vec<Instant> {
+        self.wait_count_within(needle, count, WAIT)
+    }
+
+    /// `wait_count` with a bound of its own (soaks on a loaded machine).
+    pub fn wait_count_within(&self, needle: &str, count: usize, bound: Duration) -> Vec<Instant> {
         let (lock, cv) = &*self.lines;
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + bound;
         let mut guard = lock.lock().unwrap();
         loop {
             let hits: Vec<Instant> = guard
@@ -400,6 +405,17 @@ impl Init {
             .stdin(Stdio::null())
             .output()
             .expect("run initctl")
+    }
+
+    /// `initctl status NAME --json`.
+    pub fn status(&self, name: &str) -> serde_json::Value {
+        let out = self.initctl(&["status", name, "--json"]);
+        assert!(
+            out.status.success(),
+            "initctl status {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     pub fn wait_socket(&self) {
