@@ -1030,17 +1030,21 @@ impl Supervisor {
     }
 
     fn on_pipe(&mut self, raw: RawFd) {
-        const CHUNK: usize = 64 * 1024;
         // Bounded work per wakeup keeps one chatty service from starving
         // the others; epoll is level-triggered and calls again.
-        const BUDGET: usize = 4;
+        self.read_pipe(raw, 4);
+    }
+
+    /// Reads at most `budget` chunks of one output pipe; closes it at EOF.
+    fn read_pipe(&mut self, raw: RawFd, budget: usize) {
+        const CHUNK: usize = 64 * 1024;
         let mut buf = vec![0u8; CHUNK];
         let mut lines = Vec::new();
         let mut closed = false;
         let Some(pipe) = self.pipes.get_mut(&raw) else {
             return;
         };
-        for _ in 0..BUDGET {
+        for _ in 0..budget {
             match sys::read(pipe.fd.as_fd(), &mut buf) {
                 Ok(0) => {
                     pipe.splitter.finish(&mut lines);
@@ -1456,7 +1460,25 @@ impl Supervisor {
 
     fn finish(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
+            self.drain_pipes();
             self.finished = Some(shutdown.ending);
+        }
+    }
+
+    /// Last words of the services: a process's final lines may still sit in
+    /// its pipe after init has reaped it (more than one wakeup's budget in
+    /// a pipe enlarged with F_SETPIPE_SZ). Everything is read (up to what a
+    /// surviving writer has not written yet), partial lines included.
+    fn drain_pipes(&mut self) {
+        let fds: Vec<RawFd> = self.pipes.keys().copied().collect();
+        for raw in fds {
+            self.read_pipe(raw, 1024);
+            if let Some(pipe) = self.pipes.get_mut(&raw) {
+                let mut lines = Vec::new();
+                pipe.splitter.finish(&mut lines);
+                let (service, pid) = (pipe.service.clone(), pipe.pid);
+                self.record_lines(&service, pid, lines);
+            }
         }
     }
 

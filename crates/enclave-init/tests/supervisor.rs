@@ -486,3 +486,34 @@ fn no_wakeups_when_idle() {
         after - before
     );
 }
+
+#[test]
+fn last_words_at_shutdown_are_not_lost() {
+    // Everything a service says while it stops reaches the console before
+    // init exits: 6,000 lines of 100 bytes, more than one wakeup reads.
+    // (A plain 64 KiB pipe keeps the writer waiting for init, so this passes
+    // even without init's final drain; the drain matters for pipes a
+    // service enlarged with F_SETPIPE_SZ. The guarantee is what is tested.)
+    let mut init = Builder::new("lastwords")
+        .service(
+            "talker",
+            "ExecStart = [\"sh\", \"-c\", \"trap 'i=0; while [ $i -lt 6000 ]; do i=$((i+1)); printf \\\"bye-%05d-%090d\\\\n\\\" $i 0; done; exit 0' TERM; echo armed; while true; do sleep 0.1; done\"]\n",
+        )
+        .start();
+    init.wait_for("armed");
+    init.signal(libc::SIGTERM);
+    assert_eq!(init.wait_exit().code(), Some(0));
+    let lines = init.lines();
+    let seen = lines.iter().filter(|l| l.contains("]: bye-")).count();
+    // The console may drop lines when the reader is slow, but says how many.
+    let dropped: usize = lines
+        .iter()
+        .filter_map(|l| l.split("console too slow: ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(
+        seen + dropped,
+        6000,
+        "{seen} seen + {dropped} dropped: lines lost at shutdown"
+    );
+}

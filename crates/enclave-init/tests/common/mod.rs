@@ -79,6 +79,8 @@ pub struct Init {
     pub socket: PathBuf,
     lines: Lines,
     pub exit: Option<std::process::ExitStatus>,
+    /// The threads reading init's stdout and stderr; they end at EOF.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 pub struct Builder {
@@ -236,14 +238,16 @@ impl Builder {
                 socket,
                 lines,
                 exit: None,
+                readers: Vec::new(),
             };
         }
+        let mut readers = Vec::new();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let lines = lines.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
                     if std::env::var_os("EI_TEST_ECHO").is_some() {
@@ -253,7 +257,7 @@ impl Builder {
                     lock.lock().unwrap().push((Instant::now(), line));
                     cv.notify_all();
                 }
-            });
+            }));
         }
         Init {
             child,
@@ -261,6 +265,7 @@ impl Builder {
             socket,
             lines,
             exit: None,
+            readers,
         }
     }
 }
@@ -384,8 +389,10 @@ impl Init {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader threads take the last lines.
-                std::thread::sleep(Duration::from_millis(50));
+                // Every line init wrote is in once its readers hit EOF.
+                wait_until("init's output to end", || {
+                    self.readers.iter().all(|r| r.is_finished())
+                });
                 self.exit = Some(status);
                 return status;
             }
