@@ -2,6 +2,7 @@
 //! Used by `cargo xtask` and by the end-to-end tests in `tests/`.
 
 pub mod assets;
+pub mod bench;
 pub mod cpio;
 pub mod image;
 pub mod vm;

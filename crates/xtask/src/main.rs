@@ -4,6 +4,7 @@
 //! * `test [--no-vm]`: everything CI runs: build, unit and integration
 //!   tests, and the end-to-end VM tests.
 //! * `demo`: boot the example enclave of `examples/enclave` in QEMU.
+//! * `bench [--quick]`: enclave-init beside tini and dumb-init.
 //! * `vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]`:
 //!   boot your own root directory in the Nitro layout.
 
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         Some("vm") => boot_root(&args[1..]),
+        Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <setup | test [--no-vm] | demo | vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]>";
+const USAGE: &str = "usage: cargo xtask <setup | test [--no-vm] | demo | bench [--quick] | vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]>";
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -198,4 +200,15 @@ fn boot_root(args: &[String]) -> Result<(), String> {
             ..vm::Options::default()
         },
     )
+}
+
+fn bench(quick: bool) -> Result<(), String> {
+    assets::setup()?;
+    let mut bench = xtask::bench::Bench::new(quick)?;
+    bench.run_all()?;
+    let table = bench.table();
+    println!("{table}");
+    let path = bench.write_json()?;
+    eprintln!("xtask: results in {}", path.display());
+    Ok(())
 }
