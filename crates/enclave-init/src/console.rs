@@ -6,7 +6,6 @@
 //! stalled, and the number dropped is reported once the console drains.
 //! Before [`install`], lines go straight to stderr (boot messages, tests).
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
@@ -27,17 +26,65 @@ enum Sink {
     File,
 }
 
+/// Bytes waiting for the console: appended at the end (a memcpy), written
+/// from `head` on.
+struct Queue {
+    buf: Vec<u8>,
+    head: usize,
+}
+
+impl Queue {
+    const fn new() -> Self {
+        Self {
+            buf: Vec::new(),
+            head: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn pending(&self) -> &[u8] {
+        self.buf.get(self.head..).unwrap_or_default()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.head = (self.head + n).min(self.buf.len());
+        if self.head == self.buf.len() {
+            self.clear();
+        } else if self.head > QUEUE_CAP {
+            // Keep the buffer from growing: move the rest to the front.
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.head = 0;
+    }
+}
+
 struct Console {
     fd: Option<(OwnedFd, Sink)>,
     level: Level,
-    queue: VecDeque<u8>,
+    queue: Queue,
     dropped: u64,
 }
 
 static CONSOLE: Mutex<Console> = Mutex::new(Console {
     fd: None,
     level: Level::Info,
-    queue: VecDeque::new(),
+    queue: Queue::new(),
     dropped: 0,
 });
 
@@ -142,36 +189,37 @@ fn without_os_error_suffix(message: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// A service's output line: `web[42]: text`.
-pub fn service_line(name: &str, pid: i32, text: &str) {
-    line(&[
-        name.as_bytes(),
-        b"[",
-        pid.to_string().as_bytes(),
-        b"]: ",
-        text.as_bytes(),
-    ]);
+/// A service's output lines: `web[42]: text`, one lock for the batch.
+pub fn service_lines(name: &str, pid: i32, lines: &[String]) {
+    let prefix = format!("{name}[{pid}]: ");
+    with(|c| {
+        for text in lines {
+            push_line(c, &[prefix.as_bytes(), text.as_bytes()]);
+        }
+    });
 }
 
 fn line(parts: &[&[u8]]) {
-    with(|c| {
-        if c.fd.is_none() {
-            // Not installed yet: plain blocking stderr, nothing to queue.
-            let mut text = parts.concat();
-            text.push(b'\n');
-            let _ = io::Write::write_all(&mut io::stderr(), &text);
-            return;
-        }
-        let len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 1;
-        if c.queue.len() + len > QUEUE_CAP {
-            c.dropped += 1;
-            return;
-        }
-        for part in parts {
-            c.queue.extend(part.iter());
-        }
-        c.queue.push_back(b'\n');
-    });
+    with(|c| push_line(c, parts));
+}
+
+fn push_line(c: &mut Console, parts: &[&[u8]]) {
+    if c.fd.is_none() {
+        // Not installed yet: plain blocking stderr, nothing to queue.
+        let mut text = parts.concat();
+        text.push(b'\n');
+        let _ = io::Write::write_all(&mut io::stderr(), &text);
+        return;
+    }
+    let len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 1;
+    if c.queue.len() + len > QUEUE_CAP {
+        c.dropped += 1;
+        return;
+    }
+    for part in parts {
+        c.queue.push(part);
+    }
+    c.queue.push(b"\n");
 }
 
 /// Writes as much of the queue as the console takes now. Returns whether
@@ -191,14 +239,11 @@ pub fn flush() -> bool {
                     c.dropped
                 );
                 c.dropped = 0;
-                c.queue.extend(note.as_bytes());
+                c.queue.push(note.as_bytes());
             }
-            let (head, _) = c.queue.as_slices();
-            match write_to(fd.as_fd(), *sink, head) {
+            match write_to(fd.as_fd(), *sink, c.queue.pending()) {
                 Ok(0) => return true,
-                Ok(n) => {
-                    c.queue.drain(..n);
-                }
+                Ok(n) => c.queue.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(_) => {

@@ -21,6 +21,12 @@ impl LineSplitter {
     pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<String>) {
         while !bytes.is_empty() {
             match bytes.iter().position(|b| *b == b'\n') {
+                // A whole line in this chunk: no copy through `partial`.
+                Some(end) if self.partial.is_empty() && end <= MAX_LINE => {
+                    let line = bytes.get(..end).unwrap_or_default();
+                    out.push(printable(line.strip_suffix(b"\r").unwrap_or(line)));
+                    bytes = bytes.get(end + 1..).unwrap_or_default();
+                }
                 Some(end) => {
                     let (line, rest) = bytes.split_at(end);
                     self.append(line, out);
@@ -63,6 +69,21 @@ impl LineSplitter {
 /// UTF-8 text as is, except control characters (tab aside) as `\xNN`;
 /// invalid UTF-8 bytes as `\xNN` too.
 pub fn printable(bytes: &[u8]) -> String {
+    // The common case, checked in one pass over the bytes: valid UTF-8
+    // without C0 controls (tab aside), DEL, or C1 controls (U+0080..U+009F,
+    // encoded 0xC2 0x80..0x9F).
+    // Printable ASCII, checked without early exits so that it vectorizes.
+    let ascii = bytes.iter().fold(true, |ok, &b| {
+        ok & (b.wrapping_sub(0x20) < 0x5f || b == b'\t')
+    });
+    let clean = ascii
+        || (!bytes.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            && !bytes.windows(2).any(|w| matches!(w, [0xC2, 0x80..=0x9F])));
+    if clean {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            return text.to_owned();
+        }
+    }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -209,6 +230,9 @@ mod tests {
         assert_eq!(split(&[b"\x1b[31mred\x1b[0m\n"]), ["\\x1b[31mred\\x1b[0m"]);
         assert_eq!(split(&[b"a\x00b\xffc\tz\n"]), ["a\\x00b\\xffc\tz"]);
         assert_eq!(split(&["héllo ✓\n".as_bytes()]), ["héllo ✓"]);
+        // C1 controls are escaped too (the fast path must not pass them).
+        assert_eq!(split(&["a\u{9b}31mb\n".as_bytes()]), ["a\\xc2\\x9b31mb"]);
+        assert_eq!(printable(b"plain ascii\twith tab"), "plain ascii\twith tab");
     }
 
     fn line(text: &str) -> LogLine {

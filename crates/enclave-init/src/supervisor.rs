@@ -1076,13 +1076,11 @@ impl Supervisor {
         if lines.is_empty() {
             return;
         }
+        console::service_lines(service, pid, &lines);
         let now = SystemTime::now();
-        let svc = self.services.get_mut(service);
-        let mut ring = svc.map(|s| &mut s.logs);
-        for text in lines {
-            console::service_line(service, pid, &text);
-            if let Some(ring) = ring.as_deref_mut() {
-                ring.push(LogLine {
+        if let Some(svc) = self.services.get_mut(service) {
+            for text in lines {
+                svc.logs.push(LogLine {
                     time: now,
                     pid,
                     text,
