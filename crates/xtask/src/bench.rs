@@ -707,8 +707,8 @@ impl Bench {
     pub fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "{:<62} {:<34} {:>12} {:>22} {:>8}\n",
-            "benchmark", "contender", "median", "spread (p10..p90)", "vs best"
+            "{:<64} {:<34} {:>10} {:<10} {:>22} {:>8}\n",
+            "benchmark", "contender", "median", "unit", "spread (p10..p90)", "vs best"
         ));
         let mut benches: Vec<&str> = Vec::new();
         for f in &self.figures {
@@ -739,11 +739,11 @@ impl Bench {
                     "-".into()
                 };
                 out.push_str(&format!(
-                    "{:<62} {:<34} {:>9.2} {:<2} {:>10.2}..{:<10.2} {:>8}{}\n",
+                    "{:<64} {:<34} {:>10.2} {:<10} {:>10.2}..{:<10.2} {:>8}{}\n",
                     f.bench,
                     f.contender,
                     f.median,
-                    f.unit.chars().take(2).collect::<String>(),
+                    f.unit,
                     f.low,
                     f.high,
                     ratio,
