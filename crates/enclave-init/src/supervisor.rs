@@ -442,11 +442,13 @@ impl Supervisor {
     /// Recomputes every service's edges; returns the services that cannot
     /// start (cycles, missing requirements) with their reasons.
     fn rebuild_graph(&mut self) -> BTreeMap<String, String> {
+        // From the files as they are now: a changed file's dependencies
+        // count at once, though its other settings wait for its next start.
         let (deps, problems) = graph::build(
             self.services
                 .values()
                 .filter(|s| !s.removed)
-                .map(|s| &s.spec),
+                .map(|s| s.next_spec.as_ref().unwrap_or(&s.spec)),
         );
         for (name, missing) in &problems.missing_wants {
             console::log(
@@ -846,24 +848,7 @@ impl Supervisor {
                 }
             }
         }
-        // Dependencies are computed from the files as they are now.
-        let saved: Vec<(String, ServiceSpec)> = self
-            .services
-            .iter()
-            .filter_map(|(n, s)| s.next_spec.clone().map(|next| (n.clone(), next)))
-            .collect();
-        let mut originals = Vec::new();
-        for (name, next) in &saved {
-            if let Some(svc) = self.services.get_mut(name) {
-                originals.push((name.clone(), std::mem::replace(&mut svc.spec, next.clone())));
-            }
-        }
         let refused = self.rebuild_graph();
-        for (name, original) in originals {
-            if let Some(svc) = self.services.get_mut(&name) {
-                svc.spec = original;
-            }
-        }
         for name in added {
             if let Some(reason) = refused.get(&name) {
                 self.deliver(
