@@ -5,6 +5,7 @@
 //!   tests, and the end-to-end VM tests.
 //! * `demo`: boot the example enclave of `examples/enclave` in QEMU.
 //! * `bench [--quick]`: enclave-init beside tini and dumb-init.
+//! * `fuzz [--seconds N] [TARGET...]`: every fuzz target for N seconds.
 //! * `vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]`:
 //!   boot your own root directory in the Nitro layout.
 
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("vm") => boot_root(&args[1..]),
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -37,7 +39,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <setup | test [--no-vm] | demo | bench [--quick] | vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]>";
+const USAGE: &str = "usage: cargo xtask <setup | test [--no-vm] | demo | bench [--quick] | fuzz [--seconds N] [TARGET...] | vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]>";
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -210,5 +212,62 @@ fn bench(quick: bool) -> Result<(), String> {
     println!("{table}");
     let path = bench.write_json()?;
     eprintln!("xtask: results in {}", path.display());
+    Ok(())
+}
+
+/// The fuzz targets of `fuzz/`, each for a bounded time (CI: briefly; a
+/// longer run: `cargo xtask fuzz --seconds 600`). cargo-fuzz needs nightly
+/// features: RUSTC_BOOTSTRAP lets the stable toolchain provide them.
+const FUZZ_TARGETS: &[&str] = &[
+    "service_file",
+    "config",
+    "legacy",
+    "duration",
+    "control_protocol",
+    "output_lines",
+];
+
+fn fuzz(args: &[String]) -> Result<(), String> {
+    let mut seconds = 60u64;
+    let mut targets: Vec<String> = Vec::new();
+    let mut iter = args.iter();
+    while let Some(a) = iter.next() {
+        match a.as_str() {
+            "--seconds" => {
+                seconds = iter
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--seconds needs a number")?
+            }
+            t if FUZZ_TARGETS.contains(&t) => targets.push(t.to_string()),
+            other => {
+                return Err(format!(
+                    "unknown fuzz argument {other:?}; targets: {}",
+                    FUZZ_TARGETS.join(", ")
+                ))
+            }
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.iter().map(|t| t.to_string()).collect();
+    }
+    if assets::which("cargo-fuzz").is_none() {
+        eprintln!("xtask: cargo install cargo-fuzz (about a minute)");
+        run(cargo().args(["install", "--locked", "cargo-fuzz"]))?;
+    }
+    let dir = assets::workspace_root().join("fuzz");
+    for t in &targets {
+        eprintln!("xtask: fuzz {t} for {seconds} s");
+        run(cargo()
+            .args([
+                "fuzz",
+                "run",
+                t,
+                "--",
+                &format!("-max_total_time={seconds}"),
+            ])
+            .current_dir(&dir)
+            .env("RUSTC_BOOTSTRAP", "1"))?;
+    }
     Ok(())
 }
