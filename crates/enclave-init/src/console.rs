@@ -15,6 +15,8 @@ use crate::sys;
 
 /// Bytes queued for the console at most.
 pub const QUEUE_CAP: usize = 256 * 1024;
+/// The end of the queue kept for init's own lines.
+pub const RESERVE: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sink {
@@ -190,20 +192,28 @@ fn without_os_error_suffix(message: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// A service's output lines: `web[42]: text`, one lock for the batch.
+/// They may fill the queue only up to [`RESERVE`] short of its end, so that
+/// a flooding service cannot crowd out init's own lines.
 pub fn service_lines(name: &str, pid: i32, lines: &[String]) {
     let prefix = format!("{name}[{pid}]: ");
     with(|c| {
         for text in lines {
-            push_line(c, &[prefix.as_bytes(), text.as_bytes()]);
+            push_line(
+                c,
+                &[prefix.as_bytes(), text.as_bytes()],
+                QUEUE_CAP - RESERVE,
+            );
         }
     });
 }
 
 fn line(parts: &[&[u8]]) {
-    with(|c| push_line(c, parts));
+    with(|c| push_line(c, parts, QUEUE_CAP));
 }
 
-fn push_line(c: &mut Console, parts: &[&[u8]]) {
+/// Queues one line if it fits under `limit`, writing to the console first
+/// when it does not; a line that still does not fit is dropped and counted.
+fn push_line(c: &mut Console, parts: &[&[u8]], limit: usize) {
     if c.fd.is_none() {
         // Not installed yet: plain blocking stderr, nothing to queue.
         let mut text = parts.concat();
@@ -212,7 +222,10 @@ fn push_line(c: &mut Console, parts: &[&[u8]]) {
         return;
     }
     let len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 1;
-    if c.queue.len() + len > QUEUE_CAP {
+    if c.queue.len() + len > limit {
+        write_queue(c);
+    }
+    if c.queue.len() + len > limit {
         c.dropped += 1;
         return;
     }
@@ -225,7 +238,13 @@ fn push_line(c: &mut Console, parts: &[&[u8]]) {
 /// Writes as much of the queue as the console takes now. Returns whether
 /// bytes remain (the loop then waits for the console to be writable).
 pub fn flush() -> bool {
-    with(|c| {
+    with(write_queue)
+}
+
+/// Writes what the console takes now (and the dropped-lines note once the
+/// queue is empty); whether bytes remain.
+fn write_queue(c: &mut Console) -> bool {
+    {
         loop {
             let Some((fd, sink)) = c.fd.as_ref() else {
                 return false;
@@ -256,7 +275,7 @@ pub fn flush() -> bool {
                 }
             }
         }
-    })
+    }
 }
 
 /// Last words before init exits or reboots: write everything, waiting up

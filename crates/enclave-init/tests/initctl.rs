@@ -431,3 +431,31 @@ fn poweroff_ends_init() {
         .contains("shutting down (exit 0): initctl poweroff"));
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn a_follower_that_stops_reading_is_cut_off() {
+    let init = Builder::new("slowfollow")
+        .service("flood", "ExecStart = [\"sh\", \"-c\", \"while true; do echo 'a line of output for the follower to ignore'; done\"]\n")
+        .start();
+    init.wait_for("flood[");
+    init.wait_socket();
+    // Ask to follow, then never read: init may queue at most its backlog.
+    let mut stalled = UnixStream::connect(&init.socket).unwrap();
+    stalled
+        .write_all(b"{\"version\":1,\"command\":\"logs\",\"name\":\"flood\",\"follow\":true}\n")
+        .unwrap();
+    init.wait_for("control: a client does not read its replies; disconnecting it");
+    assert!(
+        init.initctl(&["list"]).status.success(),
+        "init still answers"
+    );
+    // The connection was closed by init: reading drains what was queued, then EOF.
+    stalled.set_read_timeout(Some(common::WAIT)).unwrap();
+    let mut sink = Vec::new();
+    let _ = stalled.read_to_end(&mut sink);
+    assert!(
+        sink.len() <= enclave_init::control::MAX_BACKLOG + (1 << 20),
+        "bounded: {} bytes",
+        sink.len()
+    );
+}
