@@ -656,81 +656,77 @@ impl Supervisor {
 
     /// `initctl start`: the service and what it requires and wants.
     pub fn request_start(&mut self, name: &str) -> Result<String, String> {
-        if self.shutdown.is_some() {
-            return Err("init is shutting down".into());
-        }
-        if !self.services.contains_key(name) {
-            return Err(format!("no such service: {name}"));
-        }
-        let mut todo = vec![name.to_string()];
-        let mut seen = std::collections::BTreeSet::new();
-        while let Some(n) = todo.pop() {
-            if !seen.insert(n.clone()) {
-                continue;
-            }
-            if let Some(svc) = self.services.get_mut(&n) {
-                let active = matches!(
-                    svc.life.state,
-                    State::Running { .. } | State::Starting { .. } | State::Exited { active: true }
-                );
-                if !active || n == name {
-                    svc.stop_pending = false;
-                    if !active {
-                        svc.start_pending = true;
-                    }
+        self.known(name, false)?;
+        self.walk(name, |is_target, svc| {
+            let active = matches!(
+                svc.life.state,
+                State::Running { .. } | State::Starting { .. } | State::Exited { active: true }
+            );
+            if !active || is_target {
+                svc.stop_pending = false;
+                if !active {
+                    svc.start_pending = true;
                 }
-                todo.extend(svc.deps.requires.iter().cloned());
-                todo.extend(svc.deps.wants.iter().cloned());
             }
-        }
-        // A start by hand on a refused service retries it: re-check its
-        // dependencies now (they may have been fixed by a reload).
-        self.dirty = true;
-        self.schedule();
-        Ok(format!(
-            "{name}: {}",
-            self.services.get(name).map_or("gone", Service::state_name)
-        ))
+            svc.deps
+                .requires
+                .iter()
+                .chain(&svc.deps.wants)
+                .cloned()
+                .collect()
+        });
+        // A start by hand on a refused service retries it: its dependencies
+        // are checked again now (a reload may have fixed them).
+        self.requested(name)
     }
 
     /// `initctl stop`: the service and what requires it, dependents first.
     pub fn request_stop(&mut self, name: &str) -> Result<String, String> {
-        if !self.services.contains_key(name) {
-            return Err(format!("no such service: {name}"));
-        }
-        let mut todo = vec![name.to_string()];
-        let mut seen = std::collections::BTreeSet::new();
-        while let Some(n) = todo.pop() {
-            if !seen.insert(n.clone()) {
-                continue;
+        self.known(name, true)?;
+        self.walk(name, |is_target, svc| {
+            svc.start_pending = false;
+            svc.waiting_for = None;
+            if !svc.life.state.is_settled() || is_target {
+                svc.stop_pending = true;
             }
-            if let Some(svc) = self.services.get_mut(&n) {
-                svc.start_pending = false;
-                svc.waiting_for = None;
-                if !svc.life.state.is_settled() || n == name {
-                    svc.stop_pending = true;
-                }
-                todo.extend(svc.deps.required_by.iter().cloned());
-            }
-        }
-        self.dirty = true;
-        self.schedule();
-        Ok(format!(
-            "{name}: {}",
-            self.services.get(name).map_or("gone", Service::state_name)
-        ))
+            svc.deps.required_by.iter().cloned().collect()
+        });
+        self.requested(name)
     }
 
+    /// `initctl restart`: stop it and what requires it (dependents first),
+    /// then start them all again through the queue, so that a changed
+    /// service file and the dependencies apply as at any start.
     pub fn request_restart(&mut self, name: &str) -> Result<String, String> {
-        if self.shutdown.is_some() {
+        self.known(name, false)?;
+        self.walk(name, |is_target, svc| {
+            let up = !svc.life.state.is_settled() || svc.start_pending;
+            if !(up || is_target) {
+                return Vec::new();
+            }
+            svc.start_pending = false;
+            svc.restart_pending = true;
+            if !svc.life.state.is_settled() {
+                svc.stop_pending = true;
+            }
+            svc.deps.required_by.iter().cloned().collect()
+        });
+        self.requested(name)
+    }
+
+    /// Refuses requests for unknown services, and starts during shutdown.
+    fn known(&self, name: &str, allowed_in_shutdown: bool) -> Result<(), String> {
+        if self.shutdown.is_some() && !allowed_in_shutdown {
             return Err("init is shutting down".into());
         }
         if !self.services.contains_key(name) {
             return Err(format!("no such service: {name}"));
         }
-        // Stop it and what requires it (dependents first), then start
-        // them all again through the queue: a changed service file and
-        // the dependencies apply as at any start.
+        Ok(())
+    }
+
+    /// Visits `name`, then every service the visit names, once each.
+    fn walk(&mut self, name: &str, mut visit: impl FnMut(bool, &mut Service) -> Vec<String>) {
         let mut todo = vec![name.to_string()];
         let mut seen = std::collections::BTreeSet::new();
         while let Some(n) = todo.pop() {
@@ -738,17 +734,13 @@ impl Supervisor {
                 continue;
             }
             if let Some(svc) = self.services.get_mut(&n) {
-                let up = !svc.life.state.is_settled() || svc.start_pending;
-                if up || n == name {
-                    svc.start_pending = false;
-                    svc.restart_pending = true;
-                    if !svc.life.state.is_settled() {
-                        svc.stop_pending = true;
-                    }
-                    todo.extend(svc.deps.required_by.iter().cloned());
-                }
+                todo.extend(visit(n == name, svc));
             }
         }
+    }
+
+    /// After a request: let the queues move, and say where the service is.
+    fn requested(&mut self, name: &str) -> Result<String, String> {
         self.dirty = true;
         self.schedule();
         Ok(format!(

@@ -139,6 +139,22 @@ fn inner_pid(unshare: u32) -> Option<u32> {
     None
 }
 
+/// A peer as PID 1 of a new PID namespace with one sleeping child, settled
+/// (300 ms: a measurement's warm-up, not a synchronisation).
+fn spawn_peer(c: &Contender) -> Result<(std::process::Child, u32), String> {
+    let child = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .args(&c.prefix)
+        .args(["sleep", "100000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let pid = inner_pid(child.id()).ok_or("peer did not start")?;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok((child, pid))
+}
+
 /// A supervised enclave-init in a PID namespace, its console piped.
 struct Running {
     child: std::process::Child,
@@ -449,16 +465,7 @@ impl Bench {
         );
         drop(run);
         for c in self.contenders().into_iter().skip(1) {
-            let mut child = Command::new("unshare")
-                .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-                .args(&c.prefix)
-                .args(["sleep", "100000"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| e.to_string())?;
-            let pid = inner_pid(child.id()).ok_or("peer did not start")?;
-            std::thread::sleep(Duration::from_millis(300));
+            let (mut child, pid) = spawn_peer(&c)?;
             let before = switches(pid);
             std::thread::sleep(window);
             let per_min = (switches(pid) - before) as f64 * 60.0 / window.as_secs_f64();
@@ -515,16 +522,7 @@ impl Bench {
             );
         }
         for c in self.contenders().into_iter().skip(1) {
-            let mut child = Command::new("unshare")
-                .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-                .args(&c.prefix)
-                .args(["sleep", "100000"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| e.to_string())?;
-            let pid = inner_pid(child.id()).ok_or("peer did not start")?;
-            std::thread::sleep(Duration::from_millis(300));
+            let (mut child, pid) = spawn_peer(&c)?;
             let rss = rss_kib(pid) as f64;
             let _ = child.kill();
             let _ = child.wait();
