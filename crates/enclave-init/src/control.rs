@@ -53,7 +53,8 @@ struct Client {
 struct Waiting {
     service: String,
     want: Want,
-    deadline: Instant,
+    /// `None`: the service's timeouts are infinite; wait as long as it takes.
+    deadline: Option<Instant>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -347,7 +348,7 @@ impl Control {
             .flat_map(|c| {
                 c.idle_until
                     .into_iter()
-                    .chain(c.waiting.as_ref().map(|w| w.deadline))
+                    .chain(c.waiting.as_ref().and_then(|w| w.deadline))
             })
             .min()
     }
@@ -368,7 +369,7 @@ impl Control {
             .filter_map(|(fd, c)| {
                 c.waiting
                     .as_ref()
-                    .filter(|w| w.deadline <= now)
+                    .filter(|w| w.deadline.is_some_and(|d| d <= now))
                     .map(|w| (*fd, w.service.clone(), w.want))
             })
             .collect();
@@ -426,7 +427,8 @@ impl Control {
 
     fn wait_for(&mut self, fd: RawFd, service: &str, want: Want, timeout: Duration) {
         if let Some(c) = self.clients.get_mut(&fd) {
-            let deadline = Instant::now() + timeout.saturating_add(SETTLE_GRACE);
+            // `infinity` timeouts overflow Instant: then no deadline.
+            let deadline = Instant::now().checked_add(timeout.saturating_add(SETTLE_GRACE));
             c.waiting = Some(Waiting {
                 service: service.to_string(),
                 want,

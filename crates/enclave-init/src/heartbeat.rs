@@ -37,14 +37,25 @@ enum Attempt {
     Fatal(HeartbeatError),
 }
 
+/// Whether waiting `pause` more would pass the deadline (`None`: a budget
+/// of `infinity`, never).
+fn past(deadline: Option<Instant>, now: Instant, pause: Duration) -> bool {
+    deadline.is_some_and(|d| now.checked_add(pause).is_none_or(|t| t >= d))
+}
+
 /// Sends the heartbeat; returns the number of attempts it took.
 pub fn send(cid: u32, port: u32, budget: Duration) -> Result<u32, HeartbeatError> {
-    let start = Instant::now();
-    let deadline = start + budget;
+    // `infinity` overflows Instant: no deadline, retry until answered.
+    let deadline = Instant::now().checked_add(budget);
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        // One attempt waits for its answer at most an hour, whatever the budget.
+        let remaining = deadline
+            .map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            })
+            .min(Duration::from_secs(3600));
         let last = match attempt(cid, port, remaining) {
             Ok(()) => return Ok(attempts),
             Err(Attempt::Fatal(e)) => return Err(e),
@@ -55,7 +66,7 @@ pub fn send(cid: u32, port: u32, budget: Duration) -> Result<u32, HeartbeatError
             &format!("heartbeat attempt {attempts}: {last}"),
         );
         let pause = backoff(attempts);
-        if Instant::now() + pause >= deadline {
+        if past(deadline, Instant::now(), pause) {
             return Err(HeartbeatError::Deadline {
                 budget,
                 attempts,
@@ -113,6 +124,20 @@ mod tests {
         let ms: Vec<u128> = (1..=8).map(|n| backoff(n).as_millis()).collect();
         assert_eq!(ms, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
         assert_eq!(backoff(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_infinite_budget_never_gives_up() {
+        let now = Instant::now();
+        assert!(!past(None, now, Duration::from_secs(1)));
+        let soon = now + Duration::from_millis(500);
+        assert!(past(Some(soon), now, Duration::from_secs(1)));
+        assert!(!past(Some(soon), now, Duration::from_millis(100)));
+        assert_eq!(
+            now.checked_add(Duration::MAX),
+            None,
+            "why the deadline is an Option"
+        );
     }
 
     #[test]

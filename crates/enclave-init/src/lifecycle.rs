@@ -534,16 +534,22 @@ impl Life {
     ) {
         match self.state.clone() {
             State::Starting { .. } => {
-                if transient {
-                    // Out of processes is the system's state, not the
-                    // service's fault: retry without spending the start limit.
+                // Out of processes is the system's state, not the service's
+                // fault: retry without spending the start limit (unless
+                // RestartSec is infinity, which retries never).
+                let delay = spec.restart_sec.max(Duration::from_millis(100));
+                let retry_at = if transient {
+                    now.checked_add(delay)
+                } else {
+                    None
+                };
+                if let Some(until) = retry_at {
                     self.starts.pop_back();
-                    let delay = spec.restart_sec.max(Duration::from_millis(100));
                     out.push(Action::Log(
                         Level::Error,
                         format!("{reason}; retrying in {}", duration::format(delay)),
                     ));
-                    self.set(State::Waiting { until: now + delay }, now);
+                    self.set(State::Waiting { until }, now);
                 } else {
                     out.push(Action::Log(Level::Error, reason.clone()));
                     self.settle(

@@ -848,6 +848,45 @@ fn start_while_stopping_waits_and_stop_cancels_a_restart_decision() {
 }
 
 #[test]
+fn infinite_durations_never_overflow_the_clock() {
+    // RestartSec=infinity with a fork failure: no retry, a failed start.
+    let mut s = spec();
+    s.restart_sec = Duration::MAX;
+    let mut life = Life::new(at(0));
+    life.handle(&s, Event::Start, at(0));
+    life.handle(
+        &s,
+        Event::SpawnFailed {
+            reason: "fork: EAGAIN".into(),
+            status: 1,
+            transient: true,
+        },
+        at(0),
+    );
+    assert!(matches!(
+        life.state,
+        State::Failed {
+            reason: Failure::Spawn { .. }
+        }
+    ));
+    // ... and with Restart=always after an exit: no pending restart.
+    s.restart = RestartPolicy::Always;
+    let mut life = running(&s, 3);
+    life.handle(&s, exited(3, 1), at(1));
+    assert_eq!(life.state, State::Stopped);
+    // TimeoutStartSec and TimeoutStopSec infinity: no deadlines.
+    s.timeout_start = Duration::MAX;
+    s.timeout_stop = Some(Duration::MAX);
+    s.service_type = ServiceType::Notify;
+    let mut life = Life::new(at(0));
+    life.handle(&s, Event::Start, at(0));
+    assert_eq!(life.state.deadline(), None);
+    life.handle(&s, Event::Spawned { pid: 4 }, at(0));
+    life.handle(&s, Event::Stop, at(0));
+    assert_eq!(life.state.deadline(), None);
+}
+
+#[test]
 fn refused_start_fails_with_the_reason_and_failure_action() {
     let mut s = spec();
     s.failure_action = EndAction::Poweroff;
