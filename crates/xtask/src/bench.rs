@@ -685,7 +685,9 @@ impl Bench {
         Ok(())
     }
 
-    pub fn run_all(&mut self) -> Result<(), String> {
+    /// Runs every benchmark whose name contains one of `only` (all when
+    /// `only` is empty).
+    pub fn run(&mut self, only: &[String]) -> Result<(), String> {
         type Step = fn(&mut Bench) -> Result<(), String>;
         let steps: [(&str, Step); 9] = [
             ("start-to-exit", Bench::start_to_exit),
@@ -698,7 +700,19 @@ impl Bench {
             ("sizes", Bench::sizes),
             ("boot", Bench::boot),
         ];
-        for (name, step) in steps {
+        let chosen: Vec<_> = steps
+            .iter()
+            .filter(|(name, _)| only.is_empty() || only.iter().any(|o| name.contains(o.as_str())))
+            .collect();
+        if chosen.is_empty() {
+            let names: Vec<&str> = steps.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "no benchmark named {}; they are: {}",
+                only.join(", "),
+                names.join(", ")
+            ));
+        }
+        for (name, step) in chosen {
             eprintln!("xtask: bench: {name}");
             if let Err(e) = step(self) {
                 eprintln!("xtask: bench {name}: {e}");

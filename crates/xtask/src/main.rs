@@ -4,7 +4,8 @@
 //! * `test [--no-vm]`: everything CI runs: build, unit and integration
 //!   tests, and the end-to-end VM tests.
 //! * `demo`: boot the example enclave of `examples/enclave` in QEMU.
-//! * `bench [--quick]`: enclave-init beside tini and dumb-init.
+//! * `bench [--quick] [NAME...]`: enclave-init beside tini and dumb-init
+//!   (every benchmark, or those whose name contains a NAME).
 //! * `fuzz [--seconds N] [TARGET...]`: every fuzz target for N seconds.
 //! * `vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]`:
 //!   boot your own root directory in the Nitro layout.
@@ -26,7 +27,15 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         Some("vm") => boot_root(&args[1..]),
-        Some("bench") => bench(args.iter().any(|a| a == "--quick")),
+        Some("bench") => {
+            let only: Vec<String> = args
+                .iter()
+                .skip(1)
+                .filter(|a| *a != "--quick")
+                .cloned()
+                .collect();
+            bench(args.iter().any(|a| a == "--quick"), &only)
+        }
         Some("fuzz") => fuzz(&args[1..]),
         _ => Err(USAGE.to_string()),
     };
@@ -39,7 +48,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <setup | test [--no-vm] | demo | bench [--quick] | fuzz [--seconds N] [TARGET...] | vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]>";
+const USAGE: &str = "usage: cargo xtask <setup | test [--no-vm] | demo | bench [--quick] [NAME...] | fuzz [--seconds N] [TARGET...] | vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]>";
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -204,10 +213,10 @@ fn boot_root(args: &[String]) -> Result<(), String> {
     )
 }
 
-fn bench(quick: bool) -> Result<(), String> {
+fn bench(quick: bool, only: &[String]) -> Result<(), String> {
     assets::setup()?;
     let mut bench = xtask::bench::Bench::new(quick)?;
-    bench.run_all()?;
+    bench.run(only)?;
     let table = bench.table();
     println!("{table}");
     let path = bench.write_json()?;
