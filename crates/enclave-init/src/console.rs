@@ -194,15 +194,11 @@ fn without_os_error_suffix(message: &str) -> std::borrow::Cow<'_, str> {
 /// A service's output lines: `web[42]: text`, one lock for the batch.
 /// They may fill the queue only up to [`RESERVE`] short of its end, so that
 /// a flooding service cannot crowd out init's own lines.
-pub fn service_lines(name: &str, pid: i32, lines: &[String]) {
+pub fn service_lines(name: &str, pid: i32, lines: &crate::output::Lines) {
     let prefix = format!("{name}[{pid}]: ");
     with(|c| {
-        for text in lines {
-            push_line(
-                c,
-                &[prefix.as_bytes(), text.as_bytes()],
-                QUEUE_CAP - RESERVE,
-            );
+        for text in lines.iter() {
+            push_line(c, &[prefix.as_bytes(), text], QUEUE_CAP - RESERVE);
         }
     });
 }

@@ -331,7 +331,7 @@ impl Control {
                 .get(&fd)
                 .and_then(|c| c.follow.as_ref())
                 .map_or(0, |(_, seen)| *seen);
-            let lines: Vec<LogEntry> = ring.since(seen).map(entry).collect();
+            let lines: Vec<LogEntry> = ring.since(seen).into_iter().map(entry).collect();
             if let Some((_, seen)) = self.clients.get_mut(&fd).and_then(|c| c.follow.as_mut()) {
                 *seen = ring.total();
             }
@@ -496,11 +496,11 @@ fn unix_seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn entry(line: &LogLine) -> LogEntry {
+fn entry(line: LogLine) -> LogEntry {
     LogEntry {
         time: unix_seconds(line.time),
         pid: line.pid,
-        text: line.text.clone(),
+        text: line.text,
     }
 }
 
@@ -541,7 +541,7 @@ pub fn info(svc: &Service, recent: usize) -> ServiceInfo {
         requires: svc.deps.requires.iter().cloned().collect(),
         wants: svc.deps.wants.iter().cloned().collect(),
         after: svc.deps.after.iter().cloned().collect(),
-        recent: svc.logs.tail(Some(recent)).map(entry).collect(),
+        recent: svc.logs.tail(Some(recent)).into_iter().map(entry).collect(),
     }
 }
 
@@ -611,7 +611,7 @@ pub fn execute(
                     message: format!("no such service: {name}"),
                 });
             };
-            let backlog: Vec<LogEntry> = svc.logs.tail(lines).map(entry).collect();
+            let backlog: Vec<LogEntry> = svc.logs.tail(lines).into_iter().map(entry).collect();
             if !follow {
                 return Some(Response::Logs { lines: backlog });
             }

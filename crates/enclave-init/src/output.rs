@@ -1,12 +1,52 @@
 //! Captured service output: bytes from a pipe become lines
-//! ([`LineSplitter`]), and the newest lines of each service are kept,
-//! bounded in bytes, for `initctl logs` ([`LogRing`]).
+//! ([`LineSplitter`] into a [`Lines`] batch), and the newest lines of each
+//! service are kept, bounded in bytes, for `initctl logs` ([`LogRing`]).
+//!
+//! This is the one path every byte a service prints goes through, so it
+//! allocates nothing per line: a batch is one text buffer and a list of
+//! line ends, and the ring is one byte buffer and a list of line records.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
 /// Longer lines are cut into pieces of this many bytes.
 pub const MAX_LINE: usize = 4096;
+
+/// Lines of one read, escaped ([`escape_into`]), in one buffer: line `i`
+/// is `text[ends[i - 1]..ends[i]]`. Reused from read to read.
+#[derive(Debug, Default)]
+pub struct Lines {
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Each line's text: printable UTF-8 (see [`escape_into`]).
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| self.text.get(a..b).unwrap_or_default())
+    }
+
+    fn push(&mut self, raw: &[u8]) {
+        escape_into(raw, &mut self.text);
+        self.ends.push(self.text.len());
+    }
+}
 
 /// Turns a byte stream into printable lines: `\n` ends a line (a `\r`
 /// before it is dropped), lines longer than [`MAX_LINE`] are cut, and bytes
@@ -18,23 +58,23 @@ pub struct LineSplitter {
 }
 
 impl LineSplitter {
-    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<String>) {
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut Lines) {
         while !bytes.is_empty() {
-            match bytes.iter().position(|b| *b == b'\n') {
+            match memchr_newline(bytes) {
                 // A whole line in this chunk: no copy through `partial`.
                 Some(end) if self.partial.is_empty() && end <= MAX_LINE => {
                     let line = bytes.get(..end).unwrap_or_default();
-                    out.push(printable(line.strip_suffix(b"\r").unwrap_or(line)));
+                    out.push(line.strip_suffix(b"\r").unwrap_or(line));
                     bytes = bytes.get(end + 1..).unwrap_or_default();
                 }
                 Some(end) => {
                     let (line, rest) = bytes.split_at(end);
                     self.append(line, out);
-                    let mut done = std::mem::take(&mut self.partial);
-                    if done.last() == Some(&b'\r') {
-                        done.pop();
+                    if self.partial.last() == Some(&b'\r') {
+                        self.partial.pop();
                     }
-                    out.push(printable(&done));
+                    out.push(&self.partial);
+                    self.partial.clear();
                     bytes = rest.get(1..).unwrap_or_default();
                 }
                 None => {
@@ -46,63 +86,122 @@ impl LineSplitter {
     }
 
     /// End of stream: a last line without its newline.
-    pub fn finish(&mut self, out: &mut Vec<String>) {
+    pub fn finish(&mut self, out: &mut Lines) {
         if !self.partial.is_empty() {
-            let done = std::mem::take(&mut self.partial);
-            out.push(printable(&done));
+            out.push(&self.partial);
+            self.partial.clear();
         }
     }
 
-    fn append(&mut self, mut bytes: &[u8], out: &mut Vec<String>) {
+    fn append(&mut self, mut bytes: &[u8], out: &mut Lines) {
         while self.partial.len() + bytes.len() > MAX_LINE {
             let room = MAX_LINE - self.partial.len();
             let (head, tail) = bytes.split_at(room.min(bytes.len()));
             self.partial.extend_from_slice(head);
-            let done = std::mem::take(&mut self.partial);
-            out.push(printable(&done));
+            out.push(&self.partial);
+            self.partial.clear();
             bytes = tail;
         }
         self.partial.extend_from_slice(bytes);
     }
 }
 
-/// UTF-8 text as is, except control characters (tab aside) as `\xNN`;
-/// invalid UTF-8 bytes as `\xNN` too.
-pub fn printable(bytes: &[u8]) -> String {
-    // The common case, checked in one pass over the bytes: valid UTF-8
-    // without C0 controls (tab aside), DEL, or C1 controls (U+0080..U+009F,
-    // encoded 0xC2 0x80..0x9F).
-    // Printable ASCII, checked without early exits so that it vectorizes.
-    let ascii = bytes.iter().fold(true, |ok, &b| {
-        ok & (b.wrapping_sub(0x20) < 0x5f || b == b'\t')
-    });
-    let clean = ascii
-        || (!bytes.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-            && !bytes.windows(2).any(|w| matches!(w, [0xC2, 0x80..=0x9F])));
-    if clean {
-        if let Ok(text) = std::str::from_utf8(bytes) {
-            return text.to_owned();
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The position of the first `\n`, eight bytes at a time.
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        if has_zero_byte(w ^ (ONES * u64::from(b'\n'))) {
+            return word.iter().position(|b| *b == b'\n').map(|i| at + i);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|b| *b == b'\n')
+        .map(|i| at + i)
+}
+
+/// Whether any byte of `w` is zero (exact: the classic bit trick).
+const fn has_zero_byte(w: u64) -> bool {
+    w.wrapping_sub(ONES) & !w & HIGHS != 0
+}
+
+/// Whether every byte is printable ASCII (0x20..=0x7e) or a tab, eight
+/// bytes at a time: the common case of service output.
+fn printable_ascii(bytes: &[u8]) -> bool {
+    let byte_ok = |b: u8| b.wrapping_sub(0x20) < 0x5f || b == b'\t';
+    let mut words = bytes.chunks_exact(8);
+    for word in words.by_ref() {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        // Bytes under 0x80 (checked first, which makes the subtraction
+        // exact) that are neither below 0x20 nor 0x7f.
+        let suspicious = w & HIGHS != 0
+            || (w.wrapping_sub(ONES * 0x20) & !w & HIGHS) != 0
+            || has_zero_byte(w ^ (ONES * 0x7f));
+        // A tab is below 0x20 but allowed: look at such a word closely.
+        if suspicious && !word.iter().all(|b| byte_ok(*b)) {
+            return false;
         }
     }
-    let mut out = String::with_capacity(bytes.len());
+    words.remainder().iter().all(|b| byte_ok(*b))
+}
+
+/// Appends `bytes` to `out` as printable UTF-8: text as is, except control
+/// characters (tab aside) as `\xNN`; invalid UTF-8 bytes as `\xNN` too.
+pub fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
+    if printable_ascii(bytes) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let hex = |b: u8, out: &mut Vec<u8>| {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(b"\\x");
+        let digit = |n: u8| DIGITS.get(usize::from(n)).copied().unwrap_or(b'?');
+        out.extend_from_slice(&[digit(b >> 4), digit(b & 0xf)]);
+    };
     for chunk in bytes.utf8_chunks() {
+        let mut buf = [0u8; 4];
         for c in chunk.valid().chars() {
+            let encoded = c.encode_utf8(&mut buf).as_bytes();
             if c.is_control() && c != '\t' {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("\\x{b:02x}"));
+                for b in encoded {
+                    hex(*b, out);
                 }
             } else {
-                out.push(c);
+                out.extend_from_slice(encoded);
             }
         }
         for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
+            hex(*b, out);
         }
     }
-    out
 }
 
+/// [`escape_into`] as a `String`.
+pub fn printable(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    escape_into(bytes, &mut out);
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The largest length up to `at` that cuts UTF-8 `text` between characters.
+fn char_floor(text: &[u8], at: usize) -> usize {
+    if at >= text.len() {
+        return text.len();
+    }
+    (0..=at)
+        .rev()
+        .find(|i| text.get(*i).is_some_and(|b| b & 0xc0 != 0x80))
+        .unwrap_or(0)
+}
+
+/// One kept line, as `initctl logs` reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     pub time: SystemTime,
@@ -110,56 +209,106 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// The newest lines of one service, at most `cap` bytes of text (plus a
-/// fixed per-line overhead so that many empty lines are bounded too).
+/// Where a kept line's text is in the ring, and what came with it.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    time: SystemTime,
+    pid: i32,
+    len: u32,
+}
+
+/// The newest lines of one service, at most `cap` bytes: their text in one
+/// byte queue, plus a fixed per-line overhead (its record) so that many
+/// empty lines are bounded too. Lines become `String`s only when read.
 #[derive(Debug)]
 pub struct LogRing {
-    lines: VecDeque<LogLine>,
-    bytes: usize,
+    text: VecDeque<u8>,
+    records: VecDeque<Record>,
     cap: usize,
     /// Every line ever pushed: lets `--follow` readers resume by number.
     total: u64,
 }
 
-const LINE_OVERHEAD: usize = 32;
+/// What a line costs in the ring beyond its text.
+pub const LINE_OVERHEAD: usize = 32;
 
 impl LogRing {
     pub fn new(cap: usize) -> Self {
         Self {
-            lines: VecDeque::new(),
-            bytes: 0,
+            text: VecDeque::new(),
+            records: VecDeque::new(),
             cap,
             total: 0,
         }
     }
 
-    pub fn push(&mut self, line: LogLine) {
-        let size = line.text.len() + LINE_OVERHEAD;
+    /// Keeps every line of a batch, all read at `time` from process `pid`.
+    pub fn push_lines(&mut self, time: SystemTime, pid: i32, lines: &Lines) {
+        for text in lines.iter() {
+            self.push(time, pid, text);
+        }
+    }
+
+    /// Keeps one line (printable UTF-8), evicting the oldest to make room.
+    /// A line longer than the whole ring is cut to fit, at a character
+    /// boundary; a ring too small for any line keeps none.
+    pub fn push(&mut self, time: SystemTime, pid: i32, text: &[u8]) {
         self.total += 1;
-        if size > self.cap {
+        let Some(room) = self.cap.checked_sub(LINE_OVERHEAD) else {
+            self.text.clear();
+            self.records.clear();
             return;
-        }
-        while self.bytes + size > self.cap {
-            match self.lines.pop_front() {
-                Some(old) => self.bytes -= old.text.len() + LINE_OVERHEAD,
-                None => break,
-            }
-        }
-        self.bytes += size;
-        self.lines.push_back(line);
+        };
+        let text = text.get(..char_floor(text, room)).unwrap_or_default();
+        let size = text.len() + LINE_OVERHEAD;
+        while self.bytes() + size > self.cap && self.pop_front() {}
+        self.text.extend(text);
+        self.records.push_back(Record {
+            time,
+            pid,
+            len: text.len() as u32,
+        });
+    }
+
+    fn pop_front(&mut self) -> bool {
+        let Some(old) = self.records.pop_front() else {
+            return false;
+        };
+        self.text.drain(..old.len as usize);
+        true
     }
 
     /// The newest `n` lines (all when `None`), oldest first.
-    pub fn tail(&self, n: Option<usize>) -> impl Iterator<Item = &LogLine> {
-        let skip = n.map_or(0, |n| self.lines.len().saturating_sub(n));
-        self.lines.iter().skip(skip)
+    pub fn tail(&self, n: Option<usize>) -> Vec<LogLine> {
+        let skip = n.map_or(0, |n| self.records.len().saturating_sub(n));
+        self.lines_from(skip)
     }
 
     /// Lines pushed after the first `seen` ever pushed (for `--follow`).
-    pub fn since(&self, seen: u64) -> impl Iterator<Item = &LogLine> {
-        let first_kept = self.total - self.lines.len() as u64;
-        let skip = seen.saturating_sub(first_kept) as usize;
-        self.lines.iter().skip(skip)
+    pub fn since(&self, seen: u64) -> Vec<LogLine> {
+        let first_kept = self.total - self.records.len() as u64;
+        self.lines_from(seen.saturating_sub(first_kept) as usize)
+    }
+
+    /// The kept lines from the `skip`th on.
+    fn lines_from(&self, skip: usize) -> Vec<LogLine> {
+        let mut start: usize = self.records.iter().take(skip).map(|r| r.len as usize).sum();
+        self.records
+            .iter()
+            .skip(skip)
+            .map(|r| {
+                let end = start + r.len as usize;
+                let bytes: Vec<u8> = self.text.range(start..end).copied().collect();
+                start = end;
+                LogLine {
+                    time: r.time,
+                    pid: r.pid,
+                    // Escaped on the way in: always UTF-8.
+                    text: String::from_utf8(bytes)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                }
+            })
+            .collect()
     }
 
     pub fn total(&self) -> u64 {
@@ -167,25 +316,21 @@ impl LogRing {
     }
 
     pub fn len(&self) -> usize {
-        self.lines.len()
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.records.is_empty()
     }
 
+    /// Bytes counted against the bound.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.text.len() + self.records.len() * LINE_OVERHEAD
     }
 
     pub fn set_cap(&mut self, cap: usize) {
         self.cap = cap;
-        while self.bytes > self.cap {
-            match self.lines.pop_front() {
-                Some(old) => self.bytes -= old.text.len() + LINE_OVERHEAD,
-                None => break,
-            }
-        }
+        while self.bytes() > self.cap && self.pop_front() {}
     }
 }
 
@@ -195,12 +340,44 @@ mod tests {
 
     fn split(chunks: &[&[u8]]) -> Vec<String> {
         let mut s = LineSplitter::default();
-        let mut out = Vec::new();
+        let mut out = Lines::default();
         for c in chunks {
             s.push(c, &mut out);
         }
         s.finish(&mut out);
-        out
+        out.iter()
+            .map(|l| String::from_utf8(l.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn word_at_a_time_scans_agree_with_byte_by_byte() {
+        let naive_ok = |b: u8| (0x20..0x7f).contains(&b) || b == b'\t';
+        // Every byte value at every position of lines of several lengths,
+        // so that each lands in a whole word and in the remainder.
+        for len in [1, 7, 8, 9, 16, 23] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut line = vec![b'a'; len];
+                    line[at] = b;
+                    assert_eq!(
+                        printable_ascii(&line),
+                        naive_ok(b),
+                        "byte {b:#x} at {at} of {len}"
+                    );
+                    assert_eq!(
+                        memchr_newline(&line),
+                        line.iter().position(|c| *c == b'\n'),
+                        "byte {b:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        // A high byte before a low one must not hide it (borrows).
+        assert!(!printable_ascii(b"abcdef\x01\xff"));
+        assert!(!printable_ascii(b"\xffabcdefgh"));
+        assert_eq!(memchr_newline(b"\x0b\x0a"), Some(1));
+        assert!(printable_ascii(b""));
     }
 
     #[test]
@@ -235,38 +412,72 @@ mod tests {
         assert_eq!(printable(b"plain ascii\twith tab"), "plain ascii\twith tab");
     }
 
-    fn line(text: &str) -> LogLine {
-        LogLine {
-            time: SystemTime::UNIX_EPOCH,
-            pid: 1,
-            text: text.into(),
-        }
+    fn texts(lines: &[LogLine]) -> Vec<&str> {
+        lines.iter().map(|l| l.text.as_str()).collect()
     }
 
     #[test]
     fn ring_keeps_the_newest_within_its_bound() {
+        let time = SystemTime::UNIX_EPOCH;
         let mut ring = LogRing::new(10 * (LINE_OVERHEAD + 2));
         for i in 0..25 {
-            ring.push(line(&format!("{i:02}")));
+            ring.push(time, i, format!("{i:02}").as_bytes());
         }
         assert_eq!(ring.len(), 10);
         assert!(ring.bytes() <= 10 * (LINE_OVERHEAD + 2));
-        let texts: Vec<&str> = ring.tail(Some(3)).map(|l| l.text.as_str()).collect();
-        assert_eq!(texts, ["22", "23", "24"]);
-        assert_eq!(ring.tail(None).count(), 10);
-        assert_eq!(ring.tail(Some(100)).count(), 10);
+        assert_eq!(texts(&ring.tail(Some(3))), ["22", "23", "24"]);
+        assert_eq!(ring.tail(Some(3))[0].pid, 22);
+        assert_eq!(ring.tail(None).len(), 10);
+        assert_eq!(ring.tail(Some(100)).len(), 10);
         assert_eq!(ring.total(), 25);
-        let after: Vec<&str> = ring.since(23).map(|l| l.text.as_str()).collect();
-        assert_eq!(after, ["23", "24"]);
-        assert_eq!(
-            ring.since(0).count(),
-            10,
-            "lines already evicted are skipped"
-        );
-        // A line larger than the whole ring is not kept.
-        ring.push(line(&"y".repeat(1000)));
-        assert_eq!(ring.len(), 10);
+        assert_eq!(texts(&ring.since(23)), ["23", "24"]);
+        assert_eq!(ring.since(0).len(), 10, "lines already evicted are skipped");
+        assert!(ring.since(25).is_empty());
+        // A line larger than the whole ring is cut to fit, alone, at a
+        // character boundary.
+        ring.push(time, 1, "é".repeat(1000).as_bytes());
+        assert_eq!(ring.total(), 26);
+        let kept = ring.tail(None);
+        assert_eq!(texts(&kept), ["é".repeat((10 * 2 + 9 * LINE_OVERHEAD) / 2).as_str()]);
+        assert!(ring.bytes() <= 10 * (LINE_OVERHEAD + 2));
         ring.set_cap(0);
         assert!(ring.is_empty());
+        assert_eq!(ring.bytes(), 0);
+        // Too small for any line: none kept.
+        ring.push(time, 1, b"");
+        assert!(ring.is_empty());
+        assert_eq!(ring.total(), 27);
+    }
+
+    #[test]
+    fn cuts_fall_between_characters() {
+        let text = "aé✓".as_bytes(); // 1 + 2 + 3 bytes
+        let cuts: Vec<usize> = (0..8).map(|at| char_floor(text, at)).collect();
+        assert_eq!(cuts, [0, 1, 1, 3, 3, 3, 6, 6]);
+    }
+
+    #[test]
+    fn ring_of_lines_of_every_length_reads_back_what_was_kept() {
+        // Lines of varying lengths (empty ones too) through many evictions:
+        // what is read back is always the newest lines, whole.
+        let time = SystemTime::UNIX_EPOCH;
+        let cap = 300;
+        let mut ring = LogRing::new(cap);
+        let mut all: Vec<String> = Vec::new();
+        for i in 0..500usize {
+            let text = "abcdefghij".repeat(i % 7) + &i.to_string();
+            let text = if i % 11 == 0 { String::new() } else { text };
+            let mut batch = Lines::default();
+            batch.push(text.as_bytes());
+            ring.push_lines(time, 7, &batch);
+            all.push(text);
+            assert!(ring.bytes() <= cap);
+            let kept = ring.tail(None);
+            let newest = &all[all.len() - kept.len()..];
+            assert_eq!(
+                texts(&kept),
+                newest.iter().map(String::as_str).collect::<Vec<_>>()
+            );
+        }
     }
 }

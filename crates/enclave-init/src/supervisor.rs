@@ -23,7 +23,7 @@ use crate::control::{self, Control};
 use crate::graph::{self, DepState, Deps, Gate};
 use crate::lifecycle::{Action, Event, Exit, Life, Pid, Proc, State};
 use crate::notify::NotifySocket;
-use crate::output::{LineSplitter, LogLine, LogRing};
+use crate::output::{LineSplitter, Lines, LogRing};
 use crate::spawn;
 use crate::spec::{self, EndAction, ServiceSpec, ServiceType};
 use crate::sys;
@@ -173,6 +173,9 @@ pub struct Supervisor {
     /// Every live process init started, by pid: its service.
     procs: HashMap<Pid, String>,
     pipes: HashMap<RawFd, Pipe>,
+    /// Scratch space of `read_pipe`, kept from read to read.
+    read_buf: Vec<u8>,
+    lines: Lines,
     notify: Option<NotifySocket>,
     control: Option<Control>,
     shutdown: Option<Shutdown>,
@@ -236,6 +239,8 @@ impl Supervisor {
             services: BTreeMap::new(),
             procs: HashMap::new(),
             pipes: HashMap::new(),
+            read_buf: Vec::new(),
+            lines: Lines::default(),
             notify: None,
             control: None,
             shutdown: None,
@@ -1015,12 +1020,14 @@ impl Supervisor {
     /// Reads at most `budget` chunks of one output pipe; closes it at EOF.
     fn read_pipe(&mut self, raw: RawFd, budget: usize) {
         const CHUNK: usize = 64 * 1024;
-        let mut buf = vec![0u8; CHUNK];
-        let mut lines = Vec::new();
-        let mut closed = false;
         let Some(pipe) = self.pipes.get_mut(&raw) else {
             return;
         };
+        let mut buf = std::mem::take(&mut self.read_buf);
+        buf.resize(CHUNK, 0);
+        let mut lines = std::mem::take(&mut self.lines);
+        lines.clear();
+        let mut closed = false;
         for _ in 0..budget {
             match sys::read(pipe.fd.as_fd(), &mut buf) {
                 Ok(0) => {
@@ -1041,7 +1048,9 @@ impl Supervisor {
             }
         }
         let (service, pid) = (pipe.service.clone(), pipe.pid);
-        self.record_lines(&service, pid, lines);
+        self.record_lines(&service, pid, &lines);
+        self.read_buf = buf;
+        self.lines = lines;
         if closed {
             if let Some(pipe) = self.pipes.remove(&raw) {
                 let _ = self.epoll.delete(pipe.fd.as_fd());
@@ -1049,23 +1058,14 @@ impl Supervisor {
         }
     }
 
-    fn record_lines(&mut self, service: &str, pid: Pid, lines: Vec<String>) {
+    fn record_lines(&mut self, service: &str, pid: Pid, lines: &Lines) {
         if lines.is_empty() {
             return;
         }
-        console::service_lines(service, pid, &lines);
-        let now = SystemTime::now();
+        console::service_lines(service, pid, lines);
         if let Some(svc) = self.services.get_mut(service) {
-            for text in lines {
-                svc.logs.push(LogLine {
-                    time: now,
-                    pid,
-                    text,
-                });
-            }
-        }
-        if let Some(ctl) = self.control.as_mut() {
-            if let Some(svc) = self.services.get(service) {
+            svc.logs.push_lines(SystemTime::now(), pid, lines);
+            if let Some(ctl) = self.control.as_mut() {
                 ctl.new_lines(service, &svc.logs, &self.epoll);
             }
         }
@@ -1449,10 +1449,10 @@ impl Supervisor {
         for raw in fds {
             self.read_pipe(raw, 1024);
             if let Some(pipe) = self.pipes.get_mut(&raw) {
-                let mut lines = Vec::new();
+                let mut lines = Lines::default();
                 pipe.splitter.finish(&mut lines);
                 let (service, pid) = (pipe.service.clone(), pipe.pid);
-                self.record_lines(&service, pid, lines);
+                self.record_lines(&service, pid, &lines);
             }
         }
     }
