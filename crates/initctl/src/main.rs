@@ -156,11 +156,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             format!("cannot reach init at {}: {e}{hint}", cli.socket.display()),
         )
     })?;
-    if !follow {
-        // Init always answers; a `stop` waits for the service, bounded by
-        // its stop timeouts, so be generous.
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(600)));
-    }
+    let _ = stream.set_read_timeout(answer_timeout(&command));
     let request = Request {
         version: proto::VERSION,
         command,
@@ -195,6 +191,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// How long to wait for init's answer. `start`, `stop` and `restart`
+/// answer once the service has settled, which init bounds by the service's
+/// own timeouts (`infinity` included, as configured): no bound here. Others
+/// answer at once; a minute is plenty even for an enclave under load.
+fn answer_timeout(command: &Command) -> Option<Duration> {
+    match command {
+        Command::Start { .. } | Command::Stop { .. } | Command::Restart { .. } => None,
+        Command::Logs { follow: true, .. } => None,
+        _ => Some(Duration::from_secs(60)),
     }
 }
 
@@ -437,6 +445,34 @@ fn notify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_commands_wait_as_long_as_init_takes() {
+        let name = || "app".to_string();
+        for waits in [
+            Command::Start { name: name() },
+            Command::Stop { name: name() },
+            Command::Restart { name: name() },
+            Command::Logs {
+                name: name(),
+                lines: None,
+                follow: true,
+            },
+        ] {
+            assert_eq!(answer_timeout(&waits), None, "{waits:?}");
+        }
+        for answers_at_once in [
+            Command::List,
+            Command::Reload,
+            Command::Logs {
+                name: name(),
+                lines: Some(3),
+                follow: false,
+            },
+        ] {
+            assert!(answer_timeout(&answers_at_once).is_some());
+        }
+    }
 
     #[test]
     fn dates() {
