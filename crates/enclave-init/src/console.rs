@@ -191,14 +191,71 @@ fn without_os_error_suffix(message: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// A service's output lines: `web[42]: text`, one lock for the batch.
-/// They may fill the queue only up to [`RESERVE`] short of its end, so that
-/// a flooding service cannot crowd out init's own lines.
-pub fn service_lines(name: &str, pid: i32, lines: &crate::output::Lines) {
-    let prefix = format!("{name}[{pid}]: ");
+/// A service's output lines (`web[42]: text` each), one lock and at most a
+/// few copies for the batch. When nothing waits in the queue they go
+/// straight to the console. They may fill the queue only up to [`RESERVE`]
+/// short of its end, so that a flooding service cannot crowd out init's own
+/// lines; whole lines that do not fit are dropped and counted.
+pub fn service_lines(lines: &crate::output::Lines) {
+    let bytes = lines.console_bytes();
+    if bytes.is_empty() {
+        return;
+    }
     with(|c| {
-        for text in lines.iter() {
-            push_line(c, &[prefix.as_bytes(), text], QUEUE_CAP - RESERVE);
+        let Some((fd, sink)) = c.fd.as_ref() else {
+            let _ = io::Write::write_all(&mut io::stderr(), bytes);
+            return;
+        };
+        let mut done = 0;
+        if c.queue.is_empty() && c.dropped == 0 {
+            match write_to(fd.as_fd(), *sink, bytes) {
+                Ok(n) => done = n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => {
+                    // The console is gone: as in `write_queue`.
+                    c.dropped = c.dropped.saturating_add(lines.len() as u64);
+                    return;
+                }
+            }
+        }
+        let written = done;
+        let mut ends = lines.console_ends().filter(|end| *end > written).peekable();
+        // A line the console took in part is finished whatever the bound,
+        // so that the console never shows half a line followed by another.
+        if done > 0 {
+            if let Some(end) = ends.next() {
+                c.queue.push(bytes.get(done..end).unwrap_or_default());
+                done = end;
+            }
+        }
+        let limit = QUEUE_CAP - RESERVE;
+        let mut console_stuck = false;
+        while let Some(&next) = ends.peek() {
+            // The longest run of whole lines that fits, in one copy.
+            let room = limit.saturating_sub(c.queue.len());
+            let mut run_end = done;
+            while let Some(end) = ends.next_if(|end| end - done <= room) {
+                run_end = end;
+            }
+            if run_end > done {
+                c.queue.push(bytes.get(done..run_end).unwrap_or_default());
+                done = run_end;
+                continue;
+            }
+            // The next line does not fit: write to make room, once.
+            if !console_stuck {
+                let before = c.queue.len();
+                write_queue(c);
+                console_stuck = c.queue.len() >= before;
+                continue;
+            }
+            c.dropped += 1;
+            done = next;
+            ends.next();
         }
     });
 }

@@ -12,39 +12,58 @@ use std::time::SystemTime;
 /// Longer lines are cut into pieces of this many bytes.
 pub const MAX_LINE: usize = 4096;
 
-/// Lines of one read, escaped ([`escape_into`]), in one buffer: line `i`
-/// is `text[ends[i - 1]..ends[i]]`. Reused from read to read.
+/// Lines of one read, escaped ([`escape_into`]), in the form the console
+/// shows them, back to back in one buffer: `prefix text\n` each (the
+/// prefix is `name[pid]: `). Reused from read to read, so capture allocates
+/// nothing per line.
 #[derive(Debug, Default)]
 pub struct Lines {
-    text: Vec<u8>,
-    ends: Vec<usize>,
+    buf: Vec<u8>,
+    /// Where each line's text starts and ends in `buf`.
+    spans: Vec<(usize, usize)>,
+    prefix: Vec<u8>,
 }
 
 impl Lines {
-    pub fn clear(&mut self) {
-        self.text.clear();
-        self.ends.clear();
+    /// An empty batch whose lines will carry `prefix`.
+    pub fn begin(&mut self, prefix: &[u8]) {
+        self.buf.clear();
+        self.spans.clear();
+        self.prefix.clear();
+        self.prefix.extend_from_slice(prefix);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.spans.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
     }
 
-    /// Each line's text: printable UTF-8 (see [`escape_into`]).
+    /// Each line's text: printable UTF-8, without prefix or newline.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .map(|(a, b)| self.text.get(a..b).unwrap_or_default())
+        self.spans
+            .iter()
+            .map(|(a, b)| self.buf.get(*a..*b).unwrap_or_default())
+    }
+
+    /// Every line as the console shows it.
+    pub fn console_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Where each line ends in [`Self::console_bytes`] (after its newline).
+    pub fn console_ends(&self) -> impl Iterator<Item = usize> + '_ {
+        self.spans.iter().map(|(_, end)| end + 1)
     }
 
     fn push(&mut self, raw: &[u8]) {
-        escape_into(raw, &mut self.text);
-        self.ends.push(self.text.len());
+        self.buf.extend_from_slice(&self.prefix);
+        let start = self.buf.len();
+        escape_into(raw, &mut self.buf);
+        self.spans.push((start, self.buf.len()));
+        self.buf.push(b'\n');
     }
 }
 
@@ -351,6 +370,24 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_holds_the_console_form_of_its_lines() {
+        let mut lines = Lines::default();
+        lines.begin(b"web[7]: ");
+        LineSplitter::default().push(b"one\n\x1b\ntwo\n", &mut lines);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines.console_bytes(),
+            b"web[7]: one\nweb[7]: \\x1b\nweb[7]: two\n"
+        );
+        let texts: Vec<&[u8]> = lines.iter().collect();
+        assert_eq!(texts, [&b"one"[..], b"\\x1b", b"two"]);
+        let ends: Vec<usize> = lines.console_ends().collect();
+        assert_eq!(ends, [12, 25, 37]);
+        lines.begin(b"x: ");
+        assert!(lines.is_empty() && lines.console_bytes().is_empty());
+    }
+
+    #[test]
     fn word_at_a_time_scans_agree_with_byte_by_byte() {
         let naive_ok = |b: u8| (0x20..0x7f).contains(&b) || b == b'\t';
         // Every byte value at every position of lines of several lengths,
@@ -438,7 +475,10 @@ mod tests {
         ring.push(time, 1, "é".repeat(1000).as_bytes());
         assert_eq!(ring.total(), 26);
         let kept = ring.tail(None);
-        assert_eq!(texts(&kept), ["é".repeat((10 * 2 + 9 * LINE_OVERHEAD) / 2).as_str()]);
+        assert_eq!(
+            texts(&kept),
+            ["é".repeat((10 * 2 + 9 * LINE_OVERHEAD) / 2).as_str()]
+        );
         assert!(ring.bytes() <= 10 * (LINE_OVERHEAD + 2));
         ring.set_cap(0);
         assert!(ring.is_empty());

@@ -134,6 +134,8 @@ struct Pipe {
     fd: OwnedFd,
     service: String,
     pid: Pid,
+    /// `name[pid]: `, the start of its lines on the console.
+    prefix: Vec<u8>,
     splitter: LineSplitter,
 }
 
@@ -1006,6 +1008,7 @@ impl Supervisor {
                 fd,
                 service: name.to_string(),
                 pid,
+                prefix: format!("{name}[{pid}]: ").into_bytes(),
                 splitter: LineSplitter::default(),
             },
         );
@@ -1026,7 +1029,7 @@ impl Supervisor {
         let mut buf = std::mem::take(&mut self.read_buf);
         buf.resize(CHUNK, 0);
         let mut lines = std::mem::take(&mut self.lines);
-        lines.clear();
+        lines.begin(&pipe.prefix);
         let mut closed = false;
         for _ in 0..budget {
             match sys::read(pipe.fd.as_fd(), &mut buf) {
@@ -1062,7 +1065,7 @@ impl Supervisor {
         if lines.is_empty() {
             return;
         }
-        console::service_lines(service, pid, lines);
+        console::service_lines(lines);
         if let Some(svc) = self.services.get_mut(service) {
             svc.logs.push_lines(SystemTime::now(), pid, lines);
             if let Some(ctl) = self.control.as_mut() {
@@ -1450,6 +1453,7 @@ impl Supervisor {
             self.read_pipe(raw, 1024);
             if let Some(pipe) = self.pipes.get_mut(&raw) {
                 let mut lines = Lines::default();
+                lines.begin(&pipe.prefix);
                 pipe.splitter.finish(&mut lines);
                 let (service, pid) = (pipe.service.clone(), pipe.pid);
                 self.record_lines(&service, pid, &lines);

@@ -119,6 +119,23 @@ fn a_console_nobody_reads_costs_lines_not_supervision() {
     init.wait_for("lines dropped");
     init.signal(libc::SIGTERM);
     assert_eq!(init.wait_exit().code(), Some(0));
+    // Lines are dropped whole: what the console shows is never half a line
+    // (a write the full pipe took in part is finished first).
+    let flood: Vec<String> = init
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("flood["))
+        .collect();
+    assert!(!flood.is_empty());
+    for l in flood {
+        let whole = l
+            .strip_prefix("flood[")
+            .and_then(|rest| rest.split_once("]: "))
+            .is_some_and(|(pid, text)| {
+                pid.parse::<u32>().is_ok() && text == "flooding the console with a line of text"
+            });
+        assert!(whole, "a mangled console line: {l:?}");
+    }
 }
 
 #[test]
