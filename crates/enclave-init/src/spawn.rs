@@ -5,9 +5,7 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use crate::legacy;
 use crate::spec::{Output, Resource, ServiceSpec};
@@ -344,54 +342,63 @@ pub fn prepare(
     })
 }
 
-/// Forks and execs. Returns the pid once exec has succeeded (std reports
-/// exec errors through a close-on-exec pipe and reaps the failed child
-/// itself, before init's reaper could see it).
+/// Starts the process. Returns its pid once exec has succeeded; a failed
+/// step (exec, chdir, setuid, ...) is reported with its errno, the child
+/// already reaped (see [`sys::spawn`]).
 pub fn start(launch: Launch, stdout: Stream, stderr: Stream) -> Result<i32, SpawnError> {
-    let mut command = std::process::Command::new(&launch.program);
-    if let Some(arg0) = launch.argv.first() {
-        command.arg0(arg0);
-    }
-    command
-        .args(launch.argv.iter().skip(1))
-        .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&launch.cwd)
-        .stdin(if launch.stdin_inherit {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .stdout(stdio(stdout))
-        .stderr(stdio(stderr));
-    let cgroup_procs = launch
-        .cgroup_procs
-        .as_ref()
-        .and_then(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok());
-    sys::set_child_setup(&mut command, launch.identity, launch.limits, cgroup_procs);
-    match command.spawn() {
-        // Dropping `Child` neither waits nor kills: init's one reaper will.
-        Ok(child) => Ok(child.id() as i32),
-        Err(e) => {
-            let errno = e.raw_os_error().unwrap_or(0);
-            let status = if errno == libc::ENOENT { 127 } else { 126 };
-            let transient = matches!(errno, libc::EAGAIN | libc::ENOMEM);
-            let reason = format!("exec {}: {}", launch.program.display(), io_message(&e));
-            Err(SpawnError {
-                reason,
-                status,
-                transient,
-            })
+    let failed = |what: String, e: &std::io::Error| {
+        let errno = e.raw_os_error().unwrap_or(0);
+        SpawnError {
+            reason: format!("{what}: {}", io_message(e)),
+            status: if errno == libc::ENOENT && what.starts_with("exec ") {
+                127
+            } else {
+                126
+            },
+            transient: matches!(errno, libc::EAGAIN | libc::ENOMEM),
         }
+    };
+    let program = launch.program.display().to_string();
+    let plan = (|| {
+        let stdin = if launch.stdin_inherit {
+            None
+        } else {
+            Some(dev_null(false)?)
+        };
+        sys::ChildPlan::new(
+            &launch.program,
+            &launch.argv,
+            &launch.env,
+            &launch.cwd,
+            [stdin, stream_fd(stdout)?, stream_fd(stderr)?],
+            launch.identity,
+            launch.limits,
+            launch.cgroup_procs.as_deref(),
+        )
+    })()
+    .map_err(|e| failed(format!("exec {program}"), &e))?;
+    sys::spawn(&plan).map_err(|(step, e)| match step {
+        "exec" | "fork" => failed(format!("exec {program}"), &e),
+        "chdir" => failed(format!("chdir {}", launch.cwd.display()), &e),
+        step => failed(step.to_string(), &e),
+    })
+}
+
+/// What a stream becomes in the child (`None`: init's own).
+fn stream_fd(stream: Stream) -> std::io::Result<Option<OwnedFd>> {
+    match stream {
+        Stream::Inherit => Ok(None),
+        Stream::Null => dev_null(true).map(Some),
+        Stream::Pipe(fd) => Ok(Some(fd)),
     }
 }
 
-fn stdio(stream: Stream) -> Stdio {
-    match stream {
-        Stream::Inherit => Stdio::inherit(),
-        Stream::Null => Stdio::null(),
-        Stream::Pipe(fd) => Stdio::from(fd),
-    }
+fn dev_null(write: bool) -> std::io::Result<OwnedFd> {
+    let file = std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open("/dev/null")?;
+    Ok(OwnedFd::from(file))
 }
 
 /// `No such file or directory`, without std's ` (os error 2)`.
@@ -440,6 +447,95 @@ pub fn base_environment_from(text: &str) -> (Vec<(String, String)>, Vec<String>)
 mod tests {
     use super::*;
     use crate::spec::EnvironmentFile;
+
+    fn launch(program: &str, argv: &[&str], cwd: &str) -> Launch {
+        Launch {
+            program: PathBuf::from(program),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: pairs(&[("ONLY", "this")]),
+            cwd: PathBuf::from(cwd),
+            identity: None,
+            limits: vec![(libc::RLIMIT_NOFILE as sys::RlimitResource, 64, 64)],
+            stdin_inherit: false,
+            cgroup_procs: None,
+        }
+    }
+
+    /// Waits for one child of the test process and returns its exit code.
+    fn exit_code(pid: i32) -> i32 {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child; writes only to `status`.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn a_started_process_gets_exactly_its_plan() {
+        let (read, write) = sys::output_pipe().unwrap();
+        // argv[0], $0 and $1, the cwd, the environment, the rlimit.
+        let script = "echo \"$(head -c 7 /proc/$$/cmdline)|$0|$1|$(pwd)|$(env | sort | tr '\\n' ' ')|$(ulimit -n)\"; read line; exit 7";
+        let pid = start(
+            launch("/bin/sh", &["my-name", "-c", script, "zero", "one"], "/tmp"),
+            Stream::Pipe(write),
+            Stream::Null,
+        )
+        .unwrap();
+        assert_eq!(exit_code(pid), 7, "stdin is /dev/null: read ends at once");
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut out).unwrap();
+        let fields: Vec<&str> = out.trim_end().split('|').collect();
+        assert_eq!(fields[..4], ["my-name", "zero", "one", "/tmp"]);
+        // sh adds PWD, SHLVL and _ of its own; nothing of the test's.
+        assert!(fields[4].contains("ONLY=this"), "{}", fields[4]);
+        assert!(
+            !fields[4].contains("CARGO"),
+            "the test's environment leaked: {}",
+            fields[4]
+        );
+        assert_eq!(fields[5], "64");
+    }
+
+    #[test]
+    fn a_failed_step_is_named_and_its_child_reaped() {
+        let err = start(
+            launch("/nonexistent/app", &["app"], "/"),
+            Stream::Null,
+            Stream::Null,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.reason,
+            "exec /nonexistent/app: No such file or directory"
+        );
+        assert_eq!((err.status, err.transient), (127, false));
+        let err = start(
+            launch("/bin/true", &["true"], "/nonexistent-dir"),
+            Stream::Null,
+            Stream::Null,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.reason,
+            "chdir /nonexistent-dir: No such file or directory"
+        );
+        assert_eq!(err.status, 126);
+        let err = start(
+            launch("/bin/true", &["tr\0ue"], "/"),
+            Stream::Null,
+            Stream::Null,
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("NUL"), "{}", err.reason);
+        // The children that failed were reaped by `start` (nextest runs
+        // each test in a process of its own: no other children here).
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`.
+        let ret = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        assert_eq!(
+            (ret, std::io::Error::last_os_error().raw_os_error()),
+            (-1, Some(libc::ECHILD))
+        );
+    }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter()

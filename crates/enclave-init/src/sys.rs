@@ -5,8 +5,9 @@
 //! its enum (real-time signals), and for `waitpid` it would do so after the
 //! child was already reaped, losing its exit.
 
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::lifecycle::{Exit, Pid};
 
@@ -134,87 +135,301 @@ pub type RlimitResource = libc::c_int;
 /// One rlimit to set in the child: (resource, soft, hard).
 pub type Rlimit = (RlimitResource, u64, u64);
 
-/// Everything the child does between fork and exec. Called only in the
-/// forked child; it allocates nothing and calls only async-signal-safe
-/// functions (init is single-threaded, so even that is belt and braces).
-fn child_setup(
-    identity: Option<&Identity>,
-    limits: &[Rlimit],
-    cgroup_procs: Option<&std::ffi::CStr>,
-) -> io::Result<()> {
-    if let Some(path) = cgroup_procs {
+/// A process to start, as C data prepared in init: the child only reads
+/// it and makes raw system calls.
+pub struct ChildPlan {
+    program: CString,
+    /// Keep the strings that `argv` and `envp` point into alive.
+    _strings: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    cwd: CString,
+    /// What becomes fd 0, 1 and 2 (`None`: init's own, inherited). Each
+    /// is 3 or above, so that one `dup3` cannot overwrite another's source.
+    stdio: [Option<OwnedFd>; 3],
+    identity: Option<Identity>,
+    limits: Vec<Rlimit>,
+    cgroup_procs: Option<CString>,
+}
+
+impl ChildPlan {
+    /// Fails (EINVAL) when a string holds a NUL byte, which exec cannot
+    /// pass, or when a descriptor cannot be moved above 2.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        program: &std::path::Path,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: &std::path::Path,
+        stdio: [Option<OwnedFd>; 3],
+        identity: Option<Identity>,
+        limits: Vec<Rlimit>,
+        cgroup_procs: Option<&std::path::Path>,
+    ) -> io::Result<Self> {
+        let c = |bytes: Vec<u8>| {
+            CString::new(bytes).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a NUL byte in the command or environment",
+                )
+            })
+        };
+        let path = |p: &std::path::Path| c(p.as_os_str().as_encoded_bytes().to_vec());
+        let args: Vec<CString> = argv
+            .iter()
+            .map(|a| c(a.clone().into_bytes()))
+            .collect::<io::Result<_>>()?;
+        let vars: Vec<CString> = env
+            .iter()
+            .map(|(k, v)| c(format!("{k}={v}").into_bytes()))
+            .collect::<io::Result<_>>()?;
+        let pointers = |strings: &[CString]| {
+            strings
+                .iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        let (argv, envp) = (pointers(&args), pointers(&vars));
+        let [a, b, c2] = stdio;
+        let stdio = [above_stdio(a)?, above_stdio(b)?, above_stdio(c2)?];
+        Ok(Self {
+            program: path(program)?,
+            _strings: args.into_iter().chain(vars).collect(),
+            argv,
+            envp,
+            cwd: path(cwd)?,
+            stdio,
+            identity,
+            limits,
+            cgroup_procs: cgroup_procs.map(path).transpose()?,
+        })
+    }
+}
+
+/// `fd`, moved to a number above 2 if it is one of 0, 1, 2.
+fn above_stdio(fd: Option<OwnedFd>) -> io::Result<Option<OwnedFd>> {
+    match fd {
+        Some(fd) if fd.as_raw_fd() < 3 => {
+            // SAFETY: F_DUPFD_CLOEXEC on an open descriptor; the new one is
+            // owned by the OwnedFd made from it.
+            let raw = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+            // SAFETY: `raw` was just returned by fcntl and is owned by no one.
+            Ok(Some(unsafe { OwnedFd::from_raw_fd(raw) }))
+        }
+        other => Ok(other),
+    }
+}
+
+/// The child's steps, for the error message when one fails.
+const STEPS: [&str; 10] = [
+    "",
+    "setsid",
+    "setrlimit",
+    "dup3",
+    "chdir",
+    "setgroups",
+    "setgid",
+    "setuid",
+    "sigprocmask",
+    "exec",
+];
+
+/// Shared between init and its child, which runs in init's memory until it
+/// execs: the plan, and where it failed (a step of [`STEPS`] and errno).
+struct Shared {
+    plan: *const ChildPlan,
+    step: usize,
+    errno: i32,
+}
+
+/// Starts the process: `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn`
+/// does, so that init's page tables are not copied for every start (the
+/// cost of `fork` grows with init's memory). Init is suspended until the
+/// child execs or exits. Returns its pid once exec succeeded; when a step
+/// failed, the child has exited and been reaped here, and the error names
+/// the step (`"exec"`, `"chdir"`, ...).
+pub fn spawn(plan: &ChildPlan) -> Result<i32, (&'static str, io::Error)> {
+    const STACK: usize = 64 * 1024;
+    let mut stack = vec![0u8; STACK];
+    let mut shared = Shared {
+        plan,
+        step: 0,
+        errno: 0,
+    };
+    // The stack grows down: pass its top, 16-byte aligned.
+    let top = stack.as_mut_ptr().wrapping_add(STACK) as usize & !15;
+    // SAFETY: the child runs `child_main` on its own stack (`stack`, alive
+    // until clone returns, which CLONE_VFORK makes after the child's exec
+    // or exit) and, sharing init's memory, only reads `plan` and writes
+    // `shared.step`/`shared.errno` while init is suspended. It makes raw
+    // system calls only: no allocation, no locks, no libc state (errno
+    // aside, which init does not rely on across this call). Signals are
+    // blocked in init, so none is handled in the child before it resets
+    // their dispositions.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut shared as *mut Shared).cast(),
+        )
+    };
+    drop(stack);
+    if pid == -1 {
+        return Err(("fork", io::Error::last_os_error()));
+    }
+    if shared.step == 0 {
+        return Ok(pid);
+    }
+    // The child exited before exec: reap it here, before init's reaper
+    // could mistake it for a service's process.
+    let mut status = 0;
+    // SAFETY: waitpid on our own exited child; writes only to `status`.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let step = STEPS.get(shared.step).copied().unwrap_or("spawn");
+    Err((step, io::Error::from_raw_os_error(shared.errno)))
+}
+
+/// The child, between clone and exec. Raw system calls only (see
+/// [`spawn`]); nothing here may panic, allocate or take a lock.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    let shared = arg.cast::<Shared>();
+    // SAFETY: `arg` is the `Shared` of `spawn`, alive and not touched by
+    // the suspended parent until this child execs or exits; its plan too.
+    let plan = unsafe { &*(*shared).plan };
+    let step = child_steps(plan);
+    // Only reached when a step failed (exec does not return on success).
+    // SAFETY: as above; errno is read from this thread's (init's) TLS,
+    // which only this child uses while init is suspended.
+    unsafe {
+        (*shared).step = step;
+        (*shared).errno = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL);
+        libc::syscall(libc::SYS_exit, 127);
+    }
+    127
+}
+
+/// Whether a raw system call succeeded.
+fn ok(ret: libc::c_long) -> bool {
+    ret != -1
+}
+
+/// The child's work in order; returns the index in [`STEPS`] of the step
+/// that failed (exec returning is a failure). Every call is a raw system
+/// call whose arguments are integers, or pointers into `plan` or to locals
+/// that stay valid for the call.
+fn child_steps(plan: &ChildPlan) -> usize {
+    if let Some(path) = &plan.cgroup_procs {
         // Join the service's cgroup before anything can fork. Writing "0"
         // moves the writer. A failure leaves the process group as the only
         // tracking, which the supervisor still has; not worth a failed start.
-        // SAFETY: path is a valid C string; open/write/close are
-        // async-signal-safe and the buffer is a static literal.
-        unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd >= 0 {
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
+        let flags = libc::O_WRONLY | libc::O_CLOEXEC;
+        // SAFETY: path is a valid C string.
+        let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags) };
+        if fd >= 0 {
+            // SAFETY: a static one-byte buffer; then closing our own fd.
+            unsafe {
+                libc::syscall(libc::SYS_write, fd, b"0".as_ptr(), 1usize);
+                libc::syscall(libc::SYS_close, fd);
             }
         }
     }
     // Own session and process group: stopping the service signals it whole.
-    // SAFETY: setsid takes no arguments.
-    check(unsafe { libc::setsid() })?;
-    // Default dispositions and an empty mask: init blocks everything, and
-    // an ignored signal inherited by init would otherwise pass on through
-    // exec. The raw syscall, because libc's signal() refuses the signals it
-    // reserves for itself (32 and 33 in glibc), which may still arrive
-    // ignored from whoever started init.
+    // SAFETY: no arguments.
+    if !ok(unsafe { libc::syscall(libc::SYS_setsid) }) {
+        return 1;
+    }
+    // Default dispositions: an ignored signal inherited by init would
+    // otherwise pass on through exec. The raw syscall, because libc's
+    // signal() refuses the signals it reserves for itself (32 and 33 in
+    // glibc), which may still arrive ignored from whoever started init.
     for signal in 1..=64 {
         if signal != libc::SIGKILL && signal != libc::SIGSTOP {
             set_default_disposition(signal);
         }
     }
-    // SAFETY: `empty` is a valid, initialised sigset.
-    unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        check(libc::sigprocmask(
-            libc::SIG_SETMASK,
-            &empty,
-            std::ptr::null_mut(),
-        ))?;
-    }
-    for (resource, soft, hard) in limits {
+    for (resource, soft, hard) in &plan.limits {
         let rlim = libc::rlimit {
             rlim_cur: *soft,
             rlim_max: *hard,
         };
-        // SAFETY: rlim is a valid struct for the call's duration.
-        check(unsafe { libc::setrlimit(*resource, &rlim) })?;
-    }
-    if let Some(id) = identity {
-        // Groups first, then gid, then uid: after setuid we may not.
-        // SAFETY: the pointer and length describe `id.groups`.
-        check(unsafe { libc::setgroups(id.groups.len(), id.groups.as_ptr()) })?;
-        // SAFETY: plain integer arguments.
-        check(unsafe { libc::setgid(id.gid) })?;
-        // SAFETY: plain integer arguments.
-        check(unsafe { libc::setuid(id.uid) })?;
-    }
-    // Only 0, 1, 2 survive exec: mark the rest close-on-exec. Marking, not
-    // closing, keeps std's exec-error pipe working (it is CLOEXEC already).
-    // SAFETY: close_range takes plain integers.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if ret != 0 {
-        // Kernels before 5.11: walk the descriptor table.
-        for fd in 3..4096 {
-            // SAFETY: F_SETFD on any number is safe; EBADF is ignored.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        let (resource, new, old) = (
+            *resource as libc::c_int,
+            &rlim as *const libc::rlimit,
+            std::ptr::null_mut::<libc::rlimit>(),
+        );
+        // SAFETY: `new` points to a valid local; no old value is asked for.
+        if !ok(unsafe { libc::syscall(libc::SYS_prlimit64, 0, resource, new, old) }) {
+            return 2;
         }
     }
-    Ok(())
+    for (target, source) in plan.stdio.iter().enumerate() {
+        if let Some(source) = source {
+            let (source, target) = (source.as_raw_fd(), target as libc::c_int);
+            // SAFETY: integers; dup3 clears close-on-exec on the copy.
+            if !ok(unsafe { libc::syscall(libc::SYS_dup3, source, target, 0) }) {
+                return 3;
+            }
+        }
+    }
+    // SAFETY: a valid C string.
+    if !ok(unsafe { libc::syscall(libc::SYS_chdir, plan.cwd.as_ptr()) }) {
+        return 4;
+    }
+    if let Some(id) = &plan.identity {
+        // Groups first, then gid, then uid: after setuid we may not. Raw:
+        // libc's wrappers would try to change every thread of init.
+        let (count, groups) = (id.groups.len(), id.groups.as_ptr());
+        // SAFETY: pointer and length describe `id.groups`.
+        if !ok(unsafe { libc::syscall(libc::SYS_setgroups, count, groups) }) {
+            return 5;
+        }
+        // SAFETY: an integer.
+        if !ok(unsafe { libc::syscall(libc::SYS_setgid, id.gid) }) {
+            return 6;
+        }
+        // SAFETY: an integer.
+        if !ok(unsafe { libc::syscall(libc::SYS_setuid, id.uid) }) {
+            return 7;
+        }
+    }
+    // Only 0, 1, 2 survive exec. Kernels before 5.11 lack close_range:
+    // then walk the descriptor table.
+    let cloexec = libc::CLOSE_RANGE_CLOEXEC;
+    // SAFETY: integers.
+    if !ok(unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, cloexec) }) {
+        for fd in 3..4096 {
+            // SAFETY: integers; EBADF for numbers not open is harmless.
+            unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    // Init blocks every signal; the service starts with an empty mask, set
+    // last so that no signal is handled before exec.
+    let (empty, old) = (&0u64 as *const u64, std::ptr::null_mut::<u64>());
+    // SAFETY: `empty` points to a valid 8-byte mask, the kernel's size.
+    if !ok(unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            empty,
+            old,
+            8usize,
+        )
+    }) {
+        return 8;
+    }
+    let (program, argv, envp) = (
+        plan.program.as_ptr(),
+        plan.argv.as_ptr(),
+        plan.envp.as_ptr(),
+    );
+    // SAFETY: a C string and two null-terminated arrays of C strings, all
+    // owned by `plan`.
+    unsafe { libc::syscall(libc::SYS_execve, program, argv, envp) };
+    9
 }
 
 /// The kernel's `struct sigaction` (x86_64, aarch64): handler, flags,
@@ -245,21 +460,6 @@ fn set_default_disposition(signal: i32) {
             std::ptr::null_mut::<KernelSigaction>(),
             8usize,
         );
-    }
-}
-
-/// Installs [`child_setup`] as the command's pre-exec hook.
-pub fn set_child_setup(
-    command: &mut std::process::Command,
-    identity: Option<Identity>,
-    limits: Vec<Rlimit>,
-    cgroup_procs: Option<std::ffi::CString>,
-) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the hook runs in the forked child of a single-threaded
-    // process and only makes async-signal-safe calls (see child_setup).
-    unsafe {
-        command.pre_exec(move || child_setup(identity.as_ref(), &limits, cgroup_procs.as_deref()));
     }
 }
 
