@@ -16,11 +16,17 @@ fuzz_target!(|data: &[u8]| {
     let mut lines = Lines::default();
     let mut chunks = data.chunks(cut).peekable();
     while let Some(chunk) = chunks.next() {
-        lines.clear();
+        lines.begin(b"fuzz[1]: ");
         splitter.push(chunk, &mut lines);
         if chunks.peek().is_none() {
             splitter.finish(&mut lines);
         }
+        // The console form is each line with its prefix and a newline.
+        let console: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| [&b"fuzz[1]: "[..], l, b"\n"].concat())
+            .collect();
+        assert_eq!(lines.console_bytes(), console.as_slice());
         ring.push_lines(std::time::SystemTime::UNIX_EPOCH, 1, &lines);
         for line in lines.iter() {
             let line = std::str::from_utf8(line).expect("escaped lines are UTF-8");
