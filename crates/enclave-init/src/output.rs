@@ -293,7 +293,8 @@ impl LogRing {
         let Some(old) = self.records.pop_front() else {
             return false;
         };
-        self.text.drain(..old.len as usize);
+        let len = (old.len as usize).min(self.text.len());
+        self.text.drain(..len);
         true
     }
 
@@ -316,8 +317,10 @@ impl LogRing {
             .iter()
             .skip(skip)
             .map(|r| {
-                let end = start + r.len as usize;
-                let bytes: Vec<u8> = self.text.range(start..end).copied().collect();
+                // Records and text always agree; clamped all the same, as
+                // `range` would panic past the end.
+                let end = (start + r.len as usize).min(self.text.len());
+                let bytes: Vec<u8> = self.text.range(start.min(end)..end).copied().collect();
                 start = end;
                 LogLine {
                     time: r.time,
