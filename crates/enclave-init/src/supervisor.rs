@@ -1107,10 +1107,12 @@ impl Supervisor {
                         },
                     );
                 }
-                None => console::log(
+                // Orphans can come by the thousand: no text unless asked.
+                None if console::enabled(Level::Debug) => console::log(
                     Level::Debug,
                     &format!("reaped orphan {pid} ({})", describe(exit)),
                 ),
+                None => {}
             }
         }
         let emptied: Vec<String> = self
@@ -1134,16 +1136,33 @@ impl Supervisor {
 
     // ---- signals, timers, notifications ----
 
+    /// Every signal the signalfd holds, read in batches; one reap for all
+    /// the SIGCHLDs of a batch. A batch that did not fill the buffer took
+    /// everything pending (epoll, level-triggered, reports any newcomer),
+    /// so no read is spent on learning that nothing is left.
     fn on_signals(&mut self) {
         loop {
-            match self.signals.read_signal() {
-                Ok(Some(info)) => self.on_signal(info.ssi_signo as i32, info.ssi_pid as Pid),
-                Ok(None) => break,
-                Err(nix::errno::Errno::EINTR) => {}
+            let mut batch = [sys::NO_SIGNAL; 16];
+            let n = match sys::read_signals(self.signals.as_fd(), &mut batch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     console::log(Level::Error, &format!("reading signalfd: {e}"));
-                    break;
+                    return;
                 }
+            };
+            let got = batch.get(..n).unwrap_or_default();
+            if got.iter().any(|(signal, _)| *signal == libc::SIGCHLD) {
+                self.reap();
+            }
+            for (signal, sender) in got {
+                if *signal != libc::SIGCHLD {
+                    self.on_signal(*signal, *sender);
+                }
+            }
+            if n < batch.len() {
+                return;
             }
         }
     }

@@ -111,6 +111,40 @@ pub fn send_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// A signal read from a signalfd: its number and the sender's pid.
+pub type SignalInfo = (i32, Pid);
+
+/// The filler of a [`read_signals`] buffer.
+pub const NO_SIGNAL: SignalInfo = (0, 0);
+
+/// Reads up to `out.len()` pending signals from a non-blocking signalfd in
+/// one `read`; how many. `WouldBlock` when none is pending.
+pub fn read_signals(fd: BorrowedFd<'_>, out: &mut [SignalInfo]) -> io::Result<usize> {
+    const SIZE: usize = std::mem::size_of::<libc::signalfd_siginfo>();
+    let mut raw = [0u8; SIZE * 16];
+    let want = (out.len() * SIZE).min(raw.len());
+    let n = read(fd, raw.get_mut(..want).unwrap_or_default())?;
+    let mut count = 0;
+    for (chunk, slot) in raw
+        .get(..n)
+        .unwrap_or_default()
+        .chunks_exact(SIZE)
+        .zip(out.iter_mut())
+    {
+        // signalfd_siginfo starts with ssi_signo (u32), ssi_errno (i32),
+        // ssi_code (i32), ssi_pid (u32), in native byte order.
+        let field = |at: usize| {
+            chunk
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_ne_bytes)
+        };
+        *slot = (field(0) as i32, field(12) as Pid);
+        count += 1;
+    }
+    Ok(count)
+}
+
 pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     fd.try_clone_to_owned()
 }
@@ -572,4 +606,49 @@ pub fn attach_stdio(fd: BorrowedFd<'_>) -> io::Result<()> {
         check(unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn signals_are_read_in_one_batch_with_their_sender() {
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGUSR1);
+        mask.add(Signal::SIGUSR2);
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).unwrap();
+        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK).unwrap();
+        let mut batch = [NO_SIGNAL; 16];
+        assert_eq!(
+            read_signals(fd.as_fd(), &mut batch).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        // Directed at this thread, which blocks them: both stay pending.
+        for signal in [libc::SIGUSR1, libc::SIGUSR2] {
+            // SAFETY: tgkill on our own thread with a blocked signal.
+            unsafe {
+                libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), signal);
+            }
+        }
+        let n = read_signals(fd.as_fd(), &mut batch).unwrap();
+        let me = std::process::id() as Pid;
+        let mut got = batch[..n].to_vec();
+        got.sort();
+        assert_eq!(got, [(libc::SIGUSR1, me), (libc::SIGUSR2, me)]);
+        // A buffer of one takes one at a time.
+        for signal in [libc::SIGUSR1, libc::SIGUSR2] {
+            // SAFETY: as above.
+            unsafe {
+                libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), signal);
+            }
+        }
+        let mut one = [NO_SIGNAL; 1];
+        assert_eq!(read_signals(fd.as_fd(), &mut one).unwrap(), 1);
+        assert_eq!(read_signals(fd.as_fd(), &mut one).unwrap(), 1);
+        assert!(read_signals(fd.as_fd(), &mut one).is_err());
+    }
 }
