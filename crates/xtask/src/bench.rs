@@ -264,8 +264,12 @@ impl Bench {
     fn compare(&mut self, bench: &str, argv: &[&str], reps: usize) -> Result<(), String> {
         let contenders = self.contenders();
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-        for _ in 0..reps {
-            for (i, c) in contenders.iter().enumerate() {
+        for rep in 0..reps {
+            // Alternating, each contender first in turn, so that none
+            // always runs first (or last) in a round.
+            let count = contenders.len();
+            for i in (0..count).map(|k| (k + rep) % count) {
+                let Some(c) = contenders.get(i) else { continue };
                 let mut cmd = Command::new("unshare");
                 cmd.args(["--pid", "--fork", "--mount-proc"])
                     .args(&c.prefix)
