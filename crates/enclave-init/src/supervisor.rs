@@ -1157,9 +1157,7 @@ impl Supervisor {
                 self.reap();
             }
             for (signal, sender) in got {
-                if *signal != libc::SIGCHLD {
-                    self.on_signal(*signal, *sender);
-                }
+                self.on_signal(*signal, *sender);
             }
             if n < batch.len() {
                 return;
@@ -1169,7 +1167,8 @@ impl Supervisor {
 
     fn on_signal(&mut self, signal: i32, sender: Pid) {
         match signal {
-            libc::SIGCHLD => self.reap(),
+            // Reaped above, once for the whole batch.
+            libc::SIGCHLD => {}
             libc::SIGTERM | libc::SIGINT | libc::SIGPWR => {
                 let ending = match self.settings.mode {
                     Mode::Boot => Ending::Poweroff,
