@@ -3,8 +3,9 @@
 //! service are kept, bounded in bytes, for `initctl logs` ([`LogRing`]).
 //!
 //! This is the one path every byte a service prints goes through, so it
-//! allocates nothing per line: a batch is one text buffer and a list of
-//! line ends, and the ring is one byte buffer and a list of line records.
+//! allocates nothing per line: a batch is one buffer of console lines and
+//! a list of where each line's text is, and the ring is one byte queue and
+//! a list of line records.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
