@@ -545,6 +545,33 @@ pub fn info(svc: &Service, recent: usize) -> ServiceInfo {
     }
 }
 
+/// `start`, `stop`, `restart`: an error at once, or the answer once the
+/// service has settled, bounded by how long that may take: a stop is
+/// ExecStop, then the signal, then SIGKILL (three stop timeouts at most);
+/// a start or restart may first wait for the service to go down.
+fn answer_when_settled(
+    sup: &Supervisor,
+    ctl: &mut Control,
+    fd: RawFd,
+    name: &str,
+    requested: Result<String, String>,
+    want: Want,
+) -> Option<Response> {
+    if let Err(message) = requested {
+        return Some(Response::Error { message });
+    }
+    let timeout = sup.services.get(name).map_or(Duration::ZERO, |s| {
+        let stop = s.spec.timeout_stop.unwrap_or(Duration::from_secs(10));
+        let stop_total = stop.saturating_mul(3);
+        match want {
+            Want::Down => stop_total,
+            Want::Up => stop_total.saturating_add(s.spec.timeout_start),
+        }
+    });
+    ctl.wait_for(fd, name, want, timeout);
+    None
+}
+
 /// Carries out one request. `None`: the answer comes later (a `stop` that
 /// waits for the service to go down, a `--follow` stream).
 pub fn execute(
@@ -556,14 +583,6 @@ pub fn execute(
     let request = match request {
         Ok(r) => r,
         Err(message) => return Some(Response::Error { message }),
-    };
-    let service_timeout = |sup: &Supervisor, name: &str| -> Duration {
-        sup.services.get(name).map_or(Duration::ZERO, |s| {
-            let stop = s.spec.timeout_stop.unwrap_or(Duration::from_secs(10));
-            // ExecStop, then the signal, then SIGKILL: three timeouts at most.
-            let stop_total = stop.saturating_mul(3);
-            stop_total.max(s.spec.timeout_start)
-        })
     };
     match request.command {
         Command::List => Some(Response::List {
@@ -577,30 +596,18 @@ pub fn execute(
                 message: format!("no such service: {name}"),
             }),
         },
-        Command::Start { name } => match sup.request_start(&name) {
-            Ok(_) => {
-                let timeout = service_timeout(sup, &name);
-                ctl.wait_for(fd, &name, Want::Up, timeout);
-                None
-            }
-            Err(message) => Some(Response::Error { message }),
-        },
-        Command::Restart { name } => match sup.request_restart(&name) {
-            Ok(_) => {
-                let timeout = service_timeout(sup, &name);
-                ctl.wait_for(fd, &name, Want::Up, timeout);
-                None
-            }
-            Err(message) => Some(Response::Error { message }),
-        },
-        Command::Stop { name } => match sup.request_stop(&name) {
-            Ok(_) => {
-                let timeout = service_timeout(sup, &name);
-                ctl.wait_for(fd, &name, Want::Down, timeout);
-                None
-            }
-            Err(message) => Some(Response::Error { message }),
-        },
+        Command::Start { name } => {
+            let requested = sup.request_start(&name);
+            answer_when_settled(sup, ctl, fd, &name, requested, Want::Up)
+        }
+        Command::Restart { name } => {
+            let requested = sup.request_restart(&name);
+            answer_when_settled(sup, ctl, fd, &name, requested, Want::Up)
+        }
+        Command::Stop { name } => {
+            let requested = sup.request_stop(&name);
+            answer_when_settled(sup, ctl, fd, &name, requested, Want::Down)
+        }
         Command::Logs {
             name,
             lines,
