@@ -246,18 +246,25 @@ fn init_fds(pid: i32) -> Vec<(String, String)> {
     fds
 }
 
-/// A descriptor that exists only while something runs: a pipe other than
-/// init's own stdout/stderr or those it inherited from the test runner (a
-/// jobserver; this process holds them too), that is a service's output; or
-/// a connected Unix socket (an initctl client; state 03 in
-/// /proc/net/unix). Listening and datagram sockets, epoll, signalfd and
-/// timerfd stay for init's life.
-fn is_transient((number, link): &(String, String)) -> bool {
+/// The descriptors of `fds` that exist only while something runs: a pipe
+/// other than init's stdin/stdout/stderr (and the console's own file
+/// description of stdout) is a service's output; a connected Unix socket
+/// (state 03 in /proc/net/unix) is an initctl client. Listening and
+/// datagram sockets, epoll, signalfd and timerfd stay for init's life.
+fn transient(fds: &[(String, String)]) -> Vec<&(String, String)> {
+    let stdio: Vec<&String> = fds
+        .iter()
+        .filter(|(n, _)| matches!(n.as_str(), "0" | "1" | "2"))
+        .map(|(_, link)| link)
+        .collect();
+    fds.iter()
+        .filter(|fd| !stdio.contains(&&fd.1) && is_transient(fd))
+        .collect()
+}
+
+fn is_transient((_, link): &(String, String)) -> bool {
     if link.starts_with("pipe:") {
-        let inherited = init_fds(std::process::id() as i32)
-            .iter()
-            .any(|(_, own)| own == link);
-        return !inherited && !matches!(number.as_str(), "0" | "1" | "2");
+        return true;
     }
     let Some(inode) = link
         .strip_prefix("socket:[")
@@ -307,8 +314,7 @@ fn soak_ten_thousand_crash_restarts_leak_nothing() {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let fds = fds();
-            let transient: Vec<&(String, String)> =
-                fds.iter().filter(|fd| is_transient(fd)).collect();
+            let transient = transient(&fds);
             if transient.is_empty() {
                 break (fds, rss_kib());
             }

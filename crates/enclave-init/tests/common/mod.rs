@@ -221,6 +221,21 @@ impl Builder {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Init starts with fds 0-2 only, as the kernel starts PID 1: not with
+        // the descriptors the test runner leaves open (cargo's jobserver).
+        // SAFETY: close_range takes integers; marking (not closing) keeps
+        // std's exec-error pipe working.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
+                Ok(())
+            });
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
