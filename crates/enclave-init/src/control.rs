@@ -561,8 +561,7 @@ fn answer_when_settled(
         return Some(Response::Error { message });
     }
     let timeout = sup.services.get(name).map_or(Duration::ZERO, |s| {
-        let stop = s.spec.timeout_stop.unwrap_or(Duration::from_secs(10));
-        let stop_total = stop.saturating_mul(3);
+        let stop_total = s.spec.stop_timeout().saturating_mul(3);
         match want {
             Want::Down => stop_total,
             Want::Up => stop_total.saturating_add(s.spec.timeout_start),

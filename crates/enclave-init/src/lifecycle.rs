@@ -815,7 +815,7 @@ impl Life {
                     Level::Warn,
                     format!(
                         "still running {} after {}; sending SIGKILL",
-                        duration::format(self.timeout_stop(spec)),
+                        duration::format(spec.stop_timeout()),
                         signal_name(spec.kill_signal)
                     ),
                 ));
@@ -863,10 +863,6 @@ impl Life {
     }
 
     // Helpers shared by the transitions above.
-
-    fn timeout_stop(&self, spec: &ServiceSpec) -> Duration {
-        spec.timeout_stop.unwrap_or(Duration::from_secs(10))
-    }
 
     fn begin_start(&mut self, spec: &ServiceSpec, now: Instant, out: &mut Actions) {
         let interval = spec.start_limit_interval;
@@ -961,7 +957,7 @@ impl Life {
             | State::Exited { .. }
             | State::Failed { .. } => group.is_some(),
         };
-        let deadline = now.checked_add(self.timeout_stop(spec));
+        let deadline = now.checked_add(spec.stop_timeout());
         self.set(
             State::Stopping {
                 main,

@@ -127,6 +127,12 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// `TimeoutStopSec`, or the contract's default when neither the file
+    /// nor the config set it (the supervisor fills in the config's).
+    pub fn stop_timeout(&self) -> Duration {
+        self.timeout_stop.unwrap_or(Duration::from_secs(10))
+    }
+
     /// A service with systemd's defaults running `argv`.
     pub fn new(name: &str, argv: Vec<String>) -> Self {
         Self {
