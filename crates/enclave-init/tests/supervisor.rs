@@ -99,13 +99,20 @@ fn restart_policies_follow_the_exit_cause() {
 fn start_limit_fails_the_service_and_keeps_it_down() {
     let init = Builder::new("limit")
         .service("crash", "ExecStart = \"/bin/false\"\nRestart = \"always\"\nRestartSec = 0\nStartLimitBurst = 4\nStartLimitIntervalSec = 60\n")
-        .service("steady", "ExecStart = \"sleep 1000\"\n")
+        .service(
+            "ticker",
+            "ExecStart = [\"sh\", \"-c\", \"while true; do echo tick; sleep 0.05; done\"]\n",
+        )
         .start();
     init.wait_for("crash: start limit hit: more than 4 starts within 1min");
     init.wait_for("crash: failed: start limit hit");
     assert_eq!(init.count("crash: started"), 4);
-    // Still down: the steady service's later output proves time passed.
-    init.wait_for("steady: started");
+    // Still down: ten ticks printed after the failure prove that time
+    // passed (far more than RestartSec=0 would need to start it again).
+    let mut mark = init.mark();
+    for _ in 0..10 {
+        mark = init.wait_after(mark, "ticker[") + 1;
+    }
     assert_eq!(init.count("crash: started"), 4);
 }
 
@@ -490,14 +497,27 @@ fn no_wakeups_when_idle() {
 #[test]
 fn last_words_at_shutdown_are_not_lost() {
     // Everything a service says while it stops reaches the console before
-    // init exits: 6,000 lines of 100 bytes, more than one wakeup reads.
-    // (A plain 64 KiB pipe keeps the writer waiting for init, so this passes
-    // even without init's final drain; the drain matters for pipes a
-    // service enlarged with F_SETPIPE_SZ. The guarantee is what is tested.)
+    // init exits. The talker enlarges its pipe to 1 MiB (F_SETPIPE_SZ), so
+    // that its 6,000 last lines of 100 bytes fit in the pipe at once and it
+    // exits without waiting for init to read them: only init's final drain
+    // (after the talker is reaped) can bring them all to the console.
+    let talker = r#"
+import fcntl, os, signal, time
+F_SETPIPE_SZ = 1031
+fcntl.fcntl(1, F_SETPIPE_SZ, 1 << 20)
+lines = "".join("bye-%05d-%090d\n" % (i, 0) for i in range(1, 6001)).encode()
+def bye(*_):
+    os.write(1, lines)
+    os._exit(0)
+signal.signal(signal.SIGTERM, bye)
+print("armed", flush=True)
+while True:
+    time.sleep(1)
+"#;
     let mut init = Builder::new("lastwords")
         .service(
             "talker",
-            "ExecStart = [\"sh\", \"-c\", \"trap 'i=0; while [ $i -lt 6000 ]; do i=$((i+1)); printf \\\"bye-%05d-%090d\\\\n\\\" $i 0; done; exit 0' TERM; echo armed; while true; do sleep 0.1; done\"]\n",
+            &format!("ExecStart = [\"python3\", \"-c\", '''{talker}''']\n"),
         )
         .start();
     init.wait_for("armed");

@@ -368,6 +368,38 @@ impl Init {
         self.wait_count(needle, 1)[0]
     }
 
+    /// How many lines init has printed so far: a point to wait after.
+    pub fn mark(&self) -> usize {
+        let (lock, _) = &*self.lines;
+        lock.lock().unwrap().len()
+    }
+
+    /// Waits for a line containing `needle` printed after `mark`; returns
+    /// its index among every line.
+    pub fn wait_after(&self, mark: usize, needle: &str) -> usize {
+        let (lock, cv) = &*self.lines;
+        let deadline = Instant::now() + WAIT;
+        let mut guard = lock.lock().unwrap();
+        loop {
+            if let Some(i) = guard
+                .iter()
+                .skip(mark)
+                .position(|(_, l)| l.contains(needle))
+            {
+                return mark + i;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                drop(guard);
+                panic!(
+                    "timed out waiting for a line containing {needle:?} after line {mark}; output:\n{}",
+                    self.output()
+                );
+            }
+            guard = cv.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
     /// The line containing `needle` (waiting for it).
     pub fn line_with(&self, needle: &str) -> String {
         self.wait_for(needle);
