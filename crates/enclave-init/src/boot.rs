@@ -6,6 +6,7 @@
 //! kernel panic. The mounts after the root switch are a data table, as the
 //! C init's `ops[]`.
 
+use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -158,14 +159,30 @@ pub fn run_step(root: &Path, step: &BootStep) -> std::io::Result<()> {
     }
 }
 
-fn run_logged(root: &Path, step: &BootStep) {
-    match run_step(root, step) {
-        Ok(()) => console::log(Level::Debug, &format!("boot: {}", step.step.describe())),
-        Err(e) => console::log(
-            Level::Error,
-            &format!("boot: {}: {e}", step.step.describe()),
-        ),
+/// Runs one step, logging its failure; whether it succeeded.
+fn run_logged(root: &Path, step: &BootStep) -> bool {
+    let what = step.step.describe();
+    match guarded_step(&what, || run_step(root, step)) {
+        Some(Ok(())) => {
+            console::log(Level::Debug, &format!("boot: {what}"));
+            true
+        }
+        Some(Err(e)) => {
+            console::log(Level::Error, &format!("boot: {what}: {e}"));
+            false
+        }
+        None => false,
     }
+}
+
+/// Runs one boot step under a guard: a panic in it (in init's code or a
+/// crate's) is logged with the step's name and the boot goes on, as after
+/// any failed step. `None` when it panicked.
+pub fn guarded_step<R>(step: &str, f: impl FnOnce() -> R) -> Option<R> {
+    crate::panics::guarded(&format!("boot step {step}"), || {
+        crate::fault::point("boot", step);
+        f()
+    })
 }
 
 /// Enabled controllers of `/proc/cgroups` (`name hierarchy count enabled`).
@@ -232,16 +249,16 @@ fn mount_cgroups_v1(root: &Path) {
 /// `/env` and `/cmd` as nitro-cli writes them, read and then unlinked.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct LegacyInput {
-    pub env: Vec<(String, String)>,
-    pub cmd: Option<Vec<String>>,
+    pub env: Vec<(OsString, OsString)>,
+    pub cmd: Option<Vec<OsString>>,
 }
 
 pub fn read_legacy(root: &Path) -> LegacyInput {
     let mut input = LegacyInput::default();
     let env_path = root.join("env");
-    match std::fs::read(&env_path) {
+    match crate::files::read(&env_path, crate::files::MAX) {
         Ok(bytes) => {
-            let (vars, errors) = legacy::parse_env(&String::from_utf8_lossy(&bytes));
+            let (vars, errors) = legacy::parse_env(&bytes);
             for e in errors {
                 console::log(
                     Level::Error,
@@ -251,21 +268,21 @@ pub fn read_legacy(root: &Path) -> LegacyInput {
             input.env = vars;
             unlink_logged(&env_path, "/env");
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.is_not_found() => {}
         Err(e) => console::log(Level::Error, &format!("read /env: {e}")),
     }
     let cmd_path = root.join("cmd");
-    match std::fs::read(&cmd_path) {
+    match crate::files::read(&cmd_path, crate::files::MAX) {
         Ok(bytes) => {
-            let argv = legacy::parse_cmd(&String::from_utf8_lossy(&bytes));
-            if argv.first().is_none_or(String::is_empty) {
+            let argv = legacy::parse_cmd(&bytes);
+            if argv.first().is_none_or(|a| a.is_empty()) {
                 console::log(Level::Error, "/cmd is empty: no command to run from it");
             } else {
                 input.cmd = Some(argv);
             }
             unlink_logged(&cmd_path, "/cmd");
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.is_not_found() => {}
         Err(e) => console::log(Level::Error, &format!("read /cmd: {e}")),
     }
     input
@@ -281,13 +298,48 @@ fn unlink_logged(path: &Path, name: &str) {
 pub fn legacy_main(
     policy: Legacy,
     has_service_files: bool,
-    cmd: Option<Vec<String>>,
+    cmd: Option<Vec<OsString>>,
 ) -> Option<ServiceSpec> {
     let argv = cmd?;
     match policy {
         Legacy::Never => None,
         Legacy::Auto if has_service_files => None,
         Legacy::Auto | Legacy::Always => Some(ServiceSpec::legacy_main(argv)),
+    }
+}
+
+/// Why the enclave has nothing to run, if it has nothing: no `main` from
+/// `/cmd` and no service file. Such an enclave would idle forever; its end,
+/// with this reason, is better.
+pub fn nothing_to_run(
+    main: Option<&ServiceSpec>,
+    has_service_files: bool,
+    dir: &Path,
+) -> Option<String> {
+    if main.is_some() || has_service_files {
+        return None;
+    }
+    Some(format!(
+        "nothing to run: no /cmd (or services.legacy = \"never\") and no service file in {}",
+        dir.display()
+    ))
+}
+
+/// The hierarchy to track services in with `cgroups = "v2"`: only when
+/// `root` really is a cgroup v2 mount (mounting it may have failed, or
+/// the kernel may lack cgroup2). Else services are tracked by process group.
+pub fn cgroup_v2_root(root: &Path) -> Option<PathBuf> {
+    if crate::sys::is_cgroup2(root) {
+        Some(root.to_path_buf())
+    } else {
+        console::log(
+            Level::Error,
+            &format!(
+                "boot: {} is not a cgroup v2 hierarchy; tracking services by process group",
+                root.display()
+            ),
+        );
+        None
     }
 }
 
@@ -405,7 +457,11 @@ fn network_and_names(config: &Config) {
     }
 }
 
-pub fn boot_and_supervise(args: &Args, mask: &nix::sys::signal::SigSet) -> ExitCode {
+pub fn boot_and_supervise(
+    args: &Args,
+    mask: &nix::sys::signal::SigSet,
+    nofile: Option<(u64, u64)>,
+) -> ExitCode {
     let started = Instant::now();
     let root = Path::new("/");
     // Step 2: a console. devtmpfs may already be mounted when the kernel has
@@ -414,37 +470,43 @@ pub fn boot_and_supervise(args: &Args, mask: &nix::sys::signal::SigSet) -> ExitC
         root,
         &mount("dev", "/dev", "devtmpfs", NOSUID | NOEXEC, None),
     );
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/console")
-    {
-        Ok(console_file) => {
-            if let Err(e) = sys::attach_stdio(console_file.as_fd()) {
-                console::log(
-                    Level::Error,
-                    &format!("boot: attach stdio to /dev/console: {e}"),
-                );
+    guarded_step("console", || {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/console")
+        {
+            Ok(console_file) => {
+                if let Err(e) = sys::attach_stdio(console_file.as_fd()) {
+                    console::log(
+                        Level::Error,
+                        &format!("boot: attach stdio to /dev/console: {e}"),
+                    );
+                }
             }
+            Err(e) => console::log(Level::Error, &format!("boot: open /dev/console: {e}")),
         }
-        Err(e) => console::log(Level::Error, &format!("boot: open /dev/console: {e}")),
-    }
-    if let Err(e) = console::install_path(Path::new("/dev/console")) {
-        console::log(
-            Level::Warn,
-            &format!("boot: console: {e}; writing to stderr"),
-        );
-    }
+        if let Err(e) = console::install_path(Path::new("/dev/console")) {
+            console::log(
+                Level::Warn,
+                &format!("boot: console: {e}; writing to stderr"),
+            );
+        }
+    });
     console::log(
         Level::Info,
         &format!("enclave-init {} booting", env!("CARGO_PKG_VERSION")),
     );
     for word in &args.ignored {
-        console::log(Level::Info, &format!("ignoring kernel argument {word:?}"));
+        console::log(
+            Level::Info,
+            &format!("ignoring kernel argument {:?}", word.to_string_lossy()),
+        );
     }
     // Step 3: the config, from the final root.
     let has_rootfs = Path::new("/rootfs").is_dir();
-    let (config, diags, config_path) = read_config(args, has_rootfs);
+    let (config, diags, config_path) = guarded_step("config", || read_config(args, has_rootfs))
+        .unwrap_or_else(|| (Config::default(), Vec::new(), crate::run::config_path(args)));
     console::set_level(config.log.level);
     crate::run::report(&diags);
     if config_path.exists() {
@@ -458,37 +520,42 @@ pub fn boot_and_supervise(args: &Args, mask: &nix::sys::signal::SigSet) -> ExitC
     console::flush();
     // Step 4: kernel modules, before the heartbeat (vsock may be one).
     for module in &config.boot.modules {
-        load_module(root, module);
+        guarded_step(&format!("module {}", module.display()), || {
+            load_module(root, module)
+        });
     }
     console::flush();
     // Step 5: tell the parent we are up; nothing of the services before.
     if config.heartbeat.enabled {
         let hb = &config.heartbeat;
-        match crate::heartbeat::send(hb.cid, hb.port, hb.timeout) {
-            Ok(attempts) => console::log(
-                Level::Info,
-                &format!(
-                    "heartbeat: answered by {}:{} (attempt {attempts})",
-                    hb.cid, hb.port
+        guarded_step("heartbeat", || {
+            match crate::heartbeat::send(hb.cid, hb.port, hb.timeout) {
+                Ok(attempts) => console::log(
+                    Level::Info,
+                    &format!(
+                        "heartbeat: answered by {}:{} (attempt {attempts})",
+                        hb.cid, hb.port
+                    ),
                 ),
-            ),
-            Err(e) => console::log(
-                Level::Error,
-                &format!("heartbeat to {}:{}: {e}; booting on", hb.cid, hb.port),
-            ),
-        }
+                Err(e) => console::log(
+                    Level::Error,
+                    &format!("heartbeat to {}:{}: {e}; booting on", hb.cid, hb.port),
+                ),
+            }
+        });
     }
     console::flush();
     // Step 6: /env and /cmd.
-    let legacy_input = read_legacy(root);
+    let legacy_input = guarded_step("/env and /cmd", || read_legacy(root)).unwrap_or_default();
     // Step 7: the root switch.
     if has_rootfs {
-        match switch_root() {
-            Ok(()) => console::log(Level::Debug, "boot: switched root to /rootfs"),
-            Err(e) => console::log(
+        match guarded_step("switch root", switch_root) {
+            Some(Ok(())) => console::log(Level::Debug, "boot: switched root to /rootfs"),
+            Some(Err(e)) => console::log(
                 Level::Error,
                 &format!("boot: switch root: {e}; staying on the initramfs"),
             ),
+            None => {}
         }
     }
     // Step 8: the filesystem table, then cgroups.
@@ -497,23 +564,24 @@ pub fn boot_and_supervise(args: &Args, mask: &nix::sys::signal::SigSet) -> ExitC
     }
     let cgroup_root = match config.boot.cgroups {
         Cgroups::V1 => {
-            mount_cgroups_v1(root);
+            guarded_step("cgroups", || mount_cgroups_v1(root));
             None
         }
         Cgroups::V2 => {
             run_logged(root, &CGROUP_ROOT_V2);
-            Some(PathBuf::from("/sys/fs/cgroup"))
+            cgroup_v2_root(Path::new("/sys/fs/cgroup"))
         }
         Cgroups::None => None,
     };
     // Step 9: loopback, hostname, /etc/hosts.
-    network_and_names(&config);
+    guarded_step("network and names", || network_and_names(&config));
     // Step 10: services.
-    let main = legacy_main(
-        config.services.legacy,
-        has_service_files(&config.services.dir),
-        legacy_input.cmd,
-    );
+    let has_files = has_service_files(&config.services.dir);
+    let main = legacy_main(config.services.legacy, has_files, legacy_input.cmd);
+    if let Some(reason) = nothing_to_run(main.as_ref(), has_files, &config.services.dir) {
+        console::log(Level::Error, &format!("{reason}; ending the enclave"));
+        end(Ending::Poweroff);
+    }
     console::log(
         Level::Info,
         &format!("boot: done in {} ms", started.elapsed().as_millis()),
@@ -527,6 +595,7 @@ pub fn boot_and_supervise(args: &Args, mask: &nix::sys::signal::SigSet) -> ExitC
         load_service_dir: true,
         proc_path: PathBuf::from("/proc"),
         cgroup_root,
+        nofile,
     };
     let ending = match Supervisor::new(settings, mask) {
         Ok(mut s) => s.run(),
@@ -538,17 +607,19 @@ pub fn boot_and_supervise(args: &Args, mask: &nix::sys::signal::SigSet) -> ExitC
     end(ending)
 }
 
-/// The end of an enclave: sync, then reboot(2). If the kernel refuses, keep
-/// reaping forever rather than exit (which would panic the kernel).
+/// The end of an enclave: sync, then `reboot(RB_AUTOBOOT)`, whatever was
+/// asked for. Nitro's machine has no power-off: `RB_POWER_OFF` halts the
+/// CPUs and the enclave stays up, holding its CPUs and memory, until the
+/// parent kills it; with `reboot=k` on Nitro's command line a restart ends
+/// it, which is what the AWS C init does. The log line still says what was
+/// asked for (the reason was logged when the shutdown began). If the kernel
+/// refuses, keep reaping forever rather than exit (which would panic the
+/// kernel).
 pub fn end(ending: Ending) -> ! {
-    let restart = ending == Ending::Reboot;
-    console::log(
-        Level::Info,
-        if restart { "rebooting" } else { "powering off" },
-    );
+    console::log(Level::Info, &end_line(&ending));
     console::drain();
     sys::sync();
-    let error = sys::reboot(restart);
+    let error = sys::restart_machine();
     console::log(
         Level::Error,
         &format!("reboot(2): {error}; staying up, reaping"),
@@ -560,6 +631,16 @@ pub fn end(ending: Ending) -> ! {
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
     }
+}
+
+/// The last line of a booted enclave.
+pub fn end_line(ending: &Ending) -> String {
+    let asked = match ending {
+        Ending::Poweroff => "power-off".to_string(),
+        Ending::Reboot => "reboot".to_string(),
+        Ending::Exit(status) => format!("exit (status {status})"),
+    };
+    format!("{asked}: ending the enclave (reboot(2) with RB_AUTOBOOT, as Nitro has no power-off)")
 }
 
 #[cfg(test)]
@@ -657,18 +738,11 @@ mod tests {
         let input = read_legacy(&root);
         assert_eq!(
             input.env,
-            [
-                ("A".to_string(), "1".to_string()),
-                ("PATH".to_string(), "/bin".to_string())
-            ]
+            [("A".into(), "1".into()), ("PATH".into(), "/bin".into())]
         );
         assert_eq!(
             input.cmd,
-            Some(vec![
-                "/bin/app".to_string(),
-                "--flag".to_string(),
-                String::new()
-            ])
+            Some(vec!["/bin/app".into(), "--flag".into(), OsString::new()])
         );
         assert!(!root.join("env").exists() && !root.join("cmd").exists());
         assert_eq!(
@@ -683,7 +757,7 @@ mod tests {
 
     #[test]
     fn legacy_policy() {
-        let cmd = || Some(vec!["/bin/app".to_string()]);
+        let cmd = || Some(vec![OsString::from("/bin/app")]);
         assert!(legacy_main(Legacy::Auto, false, cmd()).is_some());
         assert!(legacy_main(Legacy::Auto, true, cmd()).is_none());
         assert!(legacy_main(Legacy::Always, true, cmd()).is_some());
@@ -695,6 +769,54 @@ mod tests {
         assert_eq!(main.failure_action, crate::spec::EndAction::Poweroff);
         assert_eq!(main.stdout, crate::spec::Output::Console);
         assert_eq!(main.restart, crate::spec::RestartPolicy::No);
+    }
+
+    #[test]
+    fn an_enclave_with_nothing_to_run_ends() {
+        let dir = Path::new("/service");
+        let main = ServiceSpec::legacy_main(vec!["/bin/app".into()]);
+        assert_eq!(nothing_to_run(Some(&main), false, dir), None);
+        assert_eq!(nothing_to_run(None, true, dir), None);
+        assert_eq!(
+            nothing_to_run(None, false, dir).unwrap(),
+            "nothing to run: no /cmd (or services.legacy = \"never\") and no service file in /service"
+        );
+    }
+
+    #[test]
+    fn cgroup_tracking_needs_a_real_cgroup2_mount() {
+        // Before: /sys/fs/cgroup was used even when mounting cgroup2 on it
+        // had failed. A plain directory is no hierarchy.
+        let dir = std::env::temp_dir().join(format!("ei-cg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(cgroup_v2_root(&dir), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_end_of_an_enclave_says_what_was_asked() {
+        assert_eq!(
+            end_line(&Ending::Poweroff),
+            "power-off: ending the enclave (reboot(2) with RB_AUTOBOOT, as Nitro has no power-off)"
+        );
+        assert!(end_line(&Ending::Reboot).starts_with("reboot: "));
+        assert!(end_line(&Ending::Exit(3)).starts_with("exit (status 3): "));
+    }
+
+    #[test]
+    #[allow(clippy::panic)]
+    fn a_panicking_boot_step_is_logged_and_the_boot_goes_on() {
+        let mut ran = Vec::new();
+        for step in ["one", "two", "three"] {
+            let done = guarded_step(step, || {
+                if step == "two" {
+                    panic!("a bug in step two");
+                }
+                ran.push(step);
+            });
+            assert_eq!(done.is_some(), step != "two");
+        }
+        assert_eq!(ran, ["one", "three"]);
     }
 
     #[test]

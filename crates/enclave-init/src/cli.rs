@@ -4,6 +4,7 @@
 //! must be logged and ignored, never fatal.
 
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
@@ -30,60 +31,68 @@ pub struct Args {
     pub config: Option<PathBuf>,
     pub service_dir: Option<PathBuf>,
     pub control_socket: Option<PathBuf>,
-    pub command: Vec<String>,
+    /// `-- CMD [ARG...]`, byte for byte.
+    pub command: Vec<OsString>,
     pub help: bool,
     pub version: bool,
-    /// Words that are not ours (boot mode logs them).
-    pub ignored: Vec<String>,
+    /// Bare words a kernel passed on (boot mode logs and ignores them).
+    pub ignored: Vec<OsString>,
 }
 
-/// Parses the arguments after argv[0]. Errors are usage errors; the caller
-/// decides whether they are fatal (only outside boot mode).
+/// Parses the arguments after argv[0]. Every error is a usage error
+/// (exit 2), whether init is PID 1 or not: only bare words, which the
+/// kernel hands to init from its own command line (`nomodules` on Nitro),
+/// are ignored, and only in boot mode. A word that looks like an option
+/// means someone meant to steer init; guessing (falling back to boot mode,
+/// which mounts, takes the console and waits for a heartbeat) is worse.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
     let mut out = Args::default();
-    let mut errors = Vec::new();
-    let mut iter = args.into_iter().map(|a| a.to_string_lossy().into_owned());
+    let mut iter = args.into_iter();
     while let Some(arg) = iter.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Option<String> {
-            let v = inline.clone().or_else(|| iter.next());
-            if v.as_deref().is_none_or(str::is_empty) {
-                errors.push(format!("{name} needs a value"));
-                return None;
+        let bytes = arg.as_encoded_bytes();
+        let (flag, inline): (&[u8], Option<OsString>) = match bytes.iter().position(|b| *b == b'=')
+        {
+            Some(at) if bytes.starts_with(b"--") => {
+                let (f, v) = bytes.split_at(at);
+                let v = v.get(1..).unwrap_or_default();
+                (f, Some(OsString::from_vec(v.to_vec())))
             }
-            v
+            _ => (bytes, None),
         };
-        match flag.as_str() {
-            "--no-boot" => out.no_boot = true,
-            "--config" => out.config = value("--config").map(PathBuf::from),
-            "--service-dir" => out.service_dir = value("--service-dir").map(PathBuf::from),
-            "--control-socket" => out.control_socket = value("--control-socket").map(PathBuf::from),
-            "--help" | "-h" => out.help = true,
-            "--version" | "-V" => out.version = true,
-            "--" => {
+        let mut value = |name: &str| -> Result<PathBuf, String> {
+            match inline.clone().or_else(|| iter.next()) {
+                Some(v) if !v.is_empty() => Ok(PathBuf::from(v)),
+                _ => Err(format!("{name} needs a value")),
+            }
+        };
+        match flag {
+            b"--no-boot" if inline.is_none() => out.no_boot = true,
+            b"--config" => out.config = Some(value("--config")?),
+            b"--service-dir" => out.service_dir = Some(value("--service-dir")?),
+            b"--control-socket" => out.control_socket = Some(value("--control-socket")?),
+            b"--help" | b"-h" if inline.is_none() => out.help = true,
+            b"--version" | b"-V" if inline.is_none() => out.version = true,
+            b"--" => {
                 out.command = iter.by_ref().collect();
                 if out.command.is_empty() {
-                    errors.push("-- needs a command after it".into());
+                    return Err("-- needs a command after it".into());
                 }
                 break;
             }
-            _ => out.ignored.push(arg),
+            other if other.starts_with(b"-") => {
+                return Err(format!("unknown option {:?}", arg.to_string_lossy()));
+            }
+            _ => out.ignored.push(arg.clone()),
         }
     }
     if out.no_boot {
         if let Some(first) = out.ignored.first() {
-            errors.push(format!("unknown argument {first:?}"));
+            return Err(format!("unknown argument {:?}", first.to_string_lossy()));
         }
     } else if !out.command.is_empty() {
-        errors.push("-- CMD needs --no-boot (in boot mode the command comes from /cmd)".into());
+        return Err("-- CMD needs --no-boot (in boot mode the command comes from /cmd)".into());
     }
-    match errors.into_iter().next() {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -116,18 +125,61 @@ mod tests {
     }
 
     #[test]
-    fn boot_mode_ignores_kernel_words() {
-        let a = p(&["nomodules", "quiet", "--weird"]).unwrap();
+    fn boot_mode_ignores_kernel_words_only() {
+        let a = p(&["nomodules", "quiet"]).unwrap();
         assert!(!a.no_boot);
-        assert_eq!(a.ignored, ["nomodules", "quiet", "--weird"]);
+        assert_eq!(a.ignored, ["nomodules", "quiet"]);
         assert_eq!(p(&[]).unwrap(), Args::default());
+        // Anything that looks like an option is meant for init: an error,
+        // as PID 1 too (before, a typo fell back to boot mode).
+        assert_eq!(
+            p(&["nomodules", "--weird"]).unwrap_err(),
+            "unknown option \"--weird\""
+        );
+        assert_eq!(
+            p(&["--no-boot", "--servce-dir", "x", "--", "app"]).unwrap_err(),
+            "unknown option \"--servce-dir\""
+        );
+        assert_eq!(p(&["-x"]).unwrap_err(), "unknown option \"-x\"");
+        assert_eq!(
+            p(&["--no-boot=1"]).unwrap_err(),
+            "unknown option \"--no-boot=1\""
+        );
+    }
+
+    #[test]
+    fn arguments_pass_through_byte_for_byte() {
+        let cmd = [
+            OsString::from("--no-boot"),
+            OsString::from("--service-dir"),
+            OsString::from_vec(b"/srv/caf\xe9".to_vec()),
+            OsString::from("--"),
+            OsString::from("echo"),
+            OsString::from_vec(b"na\xefve".to_vec()),
+        ];
+        let a = parse(cmd).unwrap();
+        assert_eq!(
+            a.service_dir,
+            Some(PathBuf::from(OsString::from_vec(b"/srv/caf\xe9".to_vec())))
+        );
+        assert_eq!(
+            a.command,
+            [
+                OsString::from("echo"),
+                OsString::from_vec(b"na\xefve".to_vec())
+            ]
+        );
     }
 
     #[test]
     fn usage_errors() {
         assert_eq!(
             p(&["--no-boot", "--bogus"]).unwrap_err(),
-            "unknown argument \"--bogus\""
+            "unknown option \"--bogus\""
+        );
+        assert_eq!(
+            p(&["--no-boot", "bare"]).unwrap_err(),
+            "unknown argument \"bare\""
         );
         assert_eq!(
             p(&["--no-boot", "--config"]).unwrap_err(),

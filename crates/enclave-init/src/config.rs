@@ -9,6 +9,7 @@ use crate::diag::Diagnostic;
 use crate::toml_keys::{self, KeyValue};
 
 pub const DEFAULT_PATH: &str = "/etc/enclave-init.toml";
+pub const DEFAULT_SERVICE_DIR: &str = "/service";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cgroups {
@@ -73,7 +74,11 @@ pub struct Control {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shutdown {
+    /// The default `TimeoutStopSec` (`0` or `infinity`: no timeout).
     pub timeout: Duration,
+    /// The bound on a whole shutdown: past it, whatever still runs gets
+    /// SIGKILL and the end goes on (`0` or `infinity`: no bound).
+    pub final_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +114,7 @@ impl Default for Config {
                 timeout: Duration::from_secs(20),
             },
             services: Services {
-                dir: PathBuf::from("/service"),
+                dir: PathBuf::from(DEFAULT_SERVICE_DIR),
                 legacy: Legacy::Auto,
             },
             control: Control {
@@ -117,6 +122,7 @@ impl Default for Config {
             },
             shutdown: Shutdown {
                 timeout: Duration::from_secs(10),
+                final_timeout: Duration::from_secs(300),
             },
             log: Log {
                 level: Level::Info,
@@ -146,7 +152,7 @@ const LEVELS: &[(&str, Level)] = &[
 /// Reads the config file. A missing file is the defaults with no
 /// diagnostic; any other problem is reported and the defaults stand in.
 pub fn load(path: &Path) -> (Config, Vec<Diagnostic>) {
-    match std::fs::read(path) {
+    match crate::files::read(path, crate::files::MAX) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => parse(path, &text),
             Err(_) => (
@@ -159,7 +165,7 @@ pub fn load(path: &Path) -> (Config, Vec<Diagnostic>) {
                 )],
             ),
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Config::default(), Vec::new()),
+        Err(e) if e.is_not_found() => (Config::default(), Vec::new()),
         Err(e) => (
             Config::default(),
             vec![Diagnostic::error(
@@ -266,7 +272,12 @@ fn apply(config: &mut Config, section: &str, entry: &KeyValue) -> Result<bool, S
         ("services", "dir") => config.services.dir = absolute(toml_keys::string(v)?)?,
         ("services", "legacy") => config.services.legacy = toml_keys::choice(v, LEGACY)?,
         ("control", "socket") => config.control.socket = absolute(toml_keys::string(v)?)?,
-        ("shutdown", "timeout") => config.shutdown.timeout = toml_keys::duration(v)?,
+        ("shutdown", "timeout") => {
+            config.shutdown.timeout = crate::spec::zero_is_infinity(toml_keys::duration(v)?)
+        }
+        ("shutdown", "final_timeout") => {
+            config.shutdown.final_timeout = crate::spec::zero_is_infinity(toml_keys::duration(v)?)
+        }
         ("log", "level") => config.log.level = toml_keys::choice(v, LEVELS)?,
         ("log", "buffer") => config.log.buffer = byte_size(v)?,
         _ => return Ok(false),

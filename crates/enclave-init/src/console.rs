@@ -81,6 +81,9 @@ struct Console {
     level: Level,
     queue: Queue,
     dropped: u64,
+    /// Nobody can read the console any more (its reader closed the pipe,
+    /// the tty hung up): every line is dropped and counted.
+    gone: bool,
 }
 
 static CONSOLE: Mutex<Console> = Mutex::new(Console {
@@ -88,6 +91,7 @@ static CONSOLE: Mutex<Console> = Mutex::new(Console {
     level: Level::Info,
     queue: Queue::new(),
     dropped: 0,
+    gone: false,
 });
 
 fn with<R>(f: impl FnOnce(&mut Console) -> R) -> R {
@@ -134,6 +138,24 @@ pub fn install_path(path: &std::path::Path) -> io::Result<()> {
     let fd = sys::open_nonblocking_writer(path)?;
     with(|c| c.fd = Some((fd, Sink::Nonblocking)));
     Ok(())
+}
+
+/// The console reported an error or a hang-up (`EPOLLERR`, `EPOLLHUP`):
+/// its reader is gone for good. From now on lines are only counted; the
+/// loop stops watching the fd, which would otherwise report the error at
+/// every wait (epoll is level-triggered) and spin.
+pub fn mark_gone() {
+    with(|c| {
+        c.gone = true;
+        c.dropped = c.dropped.saturating_add(c.queue.len() as u64 / 64);
+        c.queue.clear();
+        c.fd = None;
+    });
+}
+
+/// Lines dropped so far (while the console was slow or gone).
+pub fn dropped() -> u64 {
+    with(|c| c.dropped)
 }
 
 /// The console's fd, for the event loop to watch for writability.
@@ -202,6 +224,10 @@ pub fn service_lines(lines: &crate::output::Lines) {
         return;
     }
     with(|c| {
+        if c.gone {
+            c.dropped = c.dropped.saturating_add(lines.len() as u64);
+            return;
+        }
         let Some((fd, sink)) = c.fd.as_ref() else {
             let _ = io::Write::write_all(&mut io::stderr(), bytes);
             return;
@@ -267,6 +293,10 @@ fn line(parts: &[&[u8]]) {
 /// Queues one line if it fits under `limit`, writing to the console first
 /// when it does not; a line that still does not fit is dropped and counted.
 fn push_line(c: &mut Console, parts: &[&[u8]], limit: usize) {
+    if c.gone {
+        c.dropped = c.dropped.saturating_add(1);
+        return;
+    }
     if c.fd.is_none() {
         // Not installed yet: plain blocking stderr, nothing to queue.
         let mut text = parts.concat();

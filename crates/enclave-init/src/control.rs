@@ -3,12 +3,23 @@
 //! costs at most a bounded input buffer and a bounded output backlog: a
 //! client that sends too much is answered with an error and dropped, one
 //! that does not read its replies (a stalled `--follow`) is cut off, and one
-//! that sends nothing is closed after [`IDLE_TIMEOUT`].
+//! that sends nothing is closed after [`IDLE_TIMEOUT`]. A `logs` answer is
+//! written as the client reads it, so a ring of any size is served within
+//! the backlog.
+//!
+//! Each client is known by a token that is never reused (not by its fd
+//! number, which the kernel hands out again as soon as it is closed: an
+//! event read for a closed client must not reach the next one).
+//!
+//! Out of file descriptors, `accept` fails and the connection stays in the
+//! backlog, so the listener stays readable: init would spin. It keeps one
+//! spare descriptor; then it frees it, takes the connection, tells the
+//! client why, closes it and takes the spare back. If even that fails it
+//! stops watching the listener for a second. The warning is rate-limited.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,9 +29,10 @@ use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use crate::config::Level;
 use crate::console;
 use crate::lifecycle::{Exit, State};
-use crate::output::{LogLine, LogRing};
+use crate::output::LogLine;
 pub use crate::proto::ReloadReport;
 use crate::proto::{self, Command, LastExit, LogEntry, Request, Response, ServiceInfo};
+use crate::ratelimit::RateLimit;
 use crate::spec::ServiceType;
 use crate::supervisor::{Ending, Mode, Service, Supervisor};
 use crate::sys;
@@ -33,6 +45,17 @@ pub const MAX_BACKLOG: usize = 1024 * 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `stop`/`start` answer once the service settles, or after this long.
 const SETTLE_GRACE: Duration = Duration::from_secs(5);
+/// Log lines are queued for a client while its backlog is below this.
+const LOW_WATER: usize = 64 * 1024;
+/// Log lines taken from a ring at a time.
+const CHUNK_LINES: usize = 256;
+/// Chunks queued for one client per wakeup.
+const PUMP_CHUNKS: usize = 16;
+/// How long the listener rests when not even the spare descriptor helps.
+const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Clients are known by `kind | serial`, serials never reused.
+pub type Token = u64;
 
 struct Client {
     stream: UnixStream,
@@ -41,13 +64,31 @@ struct Client {
     output: VecDeque<u8>,
     /// Idle deadline while no request is being served.
     idle_until: Option<Instant>,
-    /// `logs --follow`: the service and how many of its lines were sent.
-    follow: Option<(String, u64)>,
+    /// A `logs` answer being written: which lines are still to go.
+    logs: Option<LogStream>,
     /// A `start`/`stop`/`restart` waiting for the service to settle.
     waiting: Option<Waiting>,
     /// Close once the output is written.
     closing: bool,
     watching_output: bool,
+    /// Log lines remain to be queued once the loop comes back: keeps
+    /// `EPOLLOUT` armed even when the backlog is empty.
+    more_logs: bool,
+}
+
+impl Client {
+    fn streaming(&self) -> bool {
+        self.logs.is_some() || self.waiting.is_some()
+    }
+}
+
+/// The lines of one service still to be sent to a client.
+struct LogStream {
+    service: String,
+    /// The number of the next line to send.
+    next: u64,
+    /// Send up to this line, then `end` (`None`: follow, never end).
+    until: Option<u64>,
 }
 
 struct Waiting {
@@ -66,14 +107,26 @@ enum Want {
 pub struct Control {
     listener: UnixListener,
     path: PathBuf,
-    clients: HashMap<RawFd, Client>,
-    token_base: u64,
+    clients: HashMap<Token, Client>,
+    token_kind: Token,
+    next_serial: Token,
     own_uid: u32,
+    /// Held to be given up when `accept` runs out of descriptors.
+    spare: Option<OwnedFd>,
+    /// The listener is not watched until then (out of descriptors).
+    paused_until: Option<Instant>,
+    /// Warnings about failing accepts.
+    accept_warnings: RateLimit,
+}
+
+fn spare_fd() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
 }
 
 impl Control {
-    /// Binds the socket, replacing a stale one, with mode 0600.
-    pub fn bind(path: &Path) -> io::Result<Self> {
+    /// Binds the socket, replacing a stale one, with mode 0600. Clients'
+    /// tokens are `token_kind` with a serial in the low 48 bits.
+    pub fn bind(path: &Path, token_kind: Token) -> io::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -82,20 +135,23 @@ impl Control {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        // Created under a restrictive umask so that no window exists in
-        // which others could connect; chmod makes it exact.
+        // Mode 0600 from the umask at bind: no window in which others could
+        // connect, and no chmod by path (which would follow a symlink).
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
         let bound = UnixListener::bind(path);
         nix::sys::stat::umask(old);
         let listener = bound?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
         Ok(Self {
             listener,
             path: path.to_path_buf(),
             clients: HashMap::new(),
-            token_base: 0,
+            token_kind,
+            next_serial: 0,
             own_uid: nix::unistd::geteuid().as_raw(),
+            spare: spare_fd(),
+            paused_until: None,
+            accept_warnings: RateLimit::new(Duration::from_secs(10), 1),
         })
     }
 
@@ -103,56 +159,92 @@ impl Control {
         self.listener.as_fd()
     }
 
-    pub fn accept(&mut self, epoll: &Epoll, token_base: u64) {
-        self.token_base = token_base;
+    pub fn accept(&mut self, epoll: &Epoll) {
+        if self.paused_until.is_some() {
+            return;
+        }
         // Bounded per wakeup; the listener stays readable if more wait.
         for _ in 0..MAX_CLIENTS {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if !self.refuse_for_lack_of_fds(&e, epoll) {
+                        return;
+                    }
+                    continue;
+                }
                 Err(e) => {
-                    // EMFILE and friends: log, and let the loop come back.
-                    console::log(Level::Warn, &format!("control socket accept: {e}"));
-                    return;
+                    // ECONNABORTED and friends: that connection is gone.
+                    self.warn_accept(&format!("control socket: accept: {e}"));
+                    continue;
                 }
             };
             if self.clients.len() >= MAX_CLIENTS {
-                let mut s = stream;
-                let _ = s.set_nonblocking(true);
-                let _ = s.write_all(&proto::encode(&Response::Error {
-                    message: "too many connections; try again".into(),
-                }));
+                refuse(stream, "too many connections; try again");
                 continue;
             }
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
             let uid = sys::peer_uid(stream.as_fd()).unwrap_or(u32::MAX);
-            let fd = stream.as_raw_fd();
+            self.next_serial += 1;
+            let token = self.token_kind | (self.next_serial & 0xffff_ffff_ffff);
             if epoll
-                .add(
-                    stream.as_fd(),
-                    EpollEvent::new(EpollFlags::EPOLLIN, self.token_base | fd as u64),
-                )
+                .add(stream.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
                 .is_err()
             {
                 continue;
             }
             self.clients.insert(
-                fd,
+                token,
                 Client {
                     stream,
                     uid,
                     input: Vec::new(),
                     output: VecDeque::new(),
-                    idle_until: Some(Instant::now() + IDLE_TIMEOUT),
-                    follow: None,
+                    idle_until: Instant::now().checked_add(IDLE_TIMEOUT),
+                    logs: None,
                     waiting: None,
                     closing: false,
                     watching_output: false,
+                    more_logs: false,
                 },
             );
+        }
+    }
+
+    /// Out of descriptors: answers the next waiting connection with the
+    /// reason, through the spare descriptor. Whether it did (else the
+    /// listener rests for [`ACCEPT_PAUSE`]).
+    fn refuse_for_lack_of_fds(&mut self, e: &io::Error, epoll: &Epoll) -> bool {
+        self.warn_accept(&format!(
+            "control socket: out of file descriptors ({e}); refusing connections"
+        ));
+        self.spare = None;
+        let refused = match self.listener.accept() {
+            Ok((stream, _)) => {
+                refuse(stream, "init is out of file descriptors; try again later");
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = spare_fd();
+        if refused && self.spare.is_some() {
+            return true;
+        }
+        // Not even that: stop watching the listener for a while rather
+        // than wake up for it again and again.
+        if epoll.delete(self.listener.as_fd()).is_ok() {
+            self.paused_until = Instant::now().checked_add(ACCEPT_PAUSE);
+        }
+        false
+    }
+
+    fn warn_accept(&mut self, message: &str) {
+        if self.accept_warnings.allow(Instant::now()) {
+            console::log(Level::Warn, message);
         }
     }
 
@@ -160,18 +252,19 @@ impl Control {
     /// reason a line is not one).
     pub fn on_client_event(
         &mut self,
-        fd: RawFd,
+        token: Token,
         flags: EpollFlags,
         epoll: &Epoll,
-    ) -> Vec<(RawFd, Result<Request, String>)> {
+    ) -> Vec<(Token, Result<Request, String>)> {
         let mut requests = Vec::new();
-        if !self.clients.contains_key(&fd) {
+        if !self.clients.contains_key(&token) {
+            // A client closed earlier in the same batch of events.
             return requests;
         }
         if flags.contains(EpollFlags::EPOLLOUT) {
-            self.flush(fd, epoll);
+            self.flush(token, epoll);
         }
-        let Some(client) = self.clients.get_mut(&fd) else {
+        let Some(client) = self.clients.get_mut(&token) else {
             return requests;
         };
         let mut gone = flags.intersects(EpollFlags::EPOLLERR);
@@ -185,7 +278,7 @@ impl Control {
                         break;
                     }
                     Ok(n) => {
-                        if client.follow.is_some() || client.waiting.is_some() {
+                        if client.streaming() {
                             // Nothing more is expected on a streaming
                             // connection; discard without buffering.
                             continue;
@@ -197,7 +290,7 @@ impl Control {
                         {
                             client.input.clear();
                             requests.push((
-                                fd,
+                                token,
                                 Err(format!("request longer than {} bytes", proto::MAX_REQUEST)),
                             ));
                             client.closing = true;
@@ -239,26 +332,26 @@ impl Control {
                     });
                     client.idle_until = None;
                     client.closing = true;
-                    requests.push((fd, parsed));
+                    requests.push((token, parsed));
                 }
             }
         }
         if gone && requests.is_empty() {
-            self.close(fd, epoll);
+            self.close(token, epoll);
         }
         requests
     }
 
     /// Queues a reply; `None` means the request answers later.
-    pub fn reply(&mut self, fd: RawFd, response: Option<Response>, epoll: &Epoll) {
+    pub fn reply(&mut self, token: Token, response: Option<Response>, epoll: &Epoll) {
         if let Some(response) = response {
-            self.send(fd, &response, epoll);
+            self.send(token, &response, epoll);
         }
-        self.flush(fd, epoll);
+        self.flush(token, epoll);
     }
 
-    fn send(&mut self, fd: RawFd, response: &Response, epoll: &Epoll) {
-        let Some(client) = self.clients.get_mut(&fd) else {
+    fn send(&mut self, token: Token, response: &Response, epoll: &Epoll) {
+        let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
         let bytes = proto::encode(response);
@@ -267,14 +360,14 @@ impl Control {
                 Level::Warn,
                 "control: a client does not read its replies; disconnecting it",
             );
-            self.close(fd, epoll);
+            self.close(token, epoll);
             return;
         }
         client.output.extend(bytes);
     }
 
-    fn flush(&mut self, fd: RawFd, epoll: &Epoll) {
-        let Some(client) = self.clients.get_mut(&fd) else {
+    fn flush(&mut self, token: Token, epoll: &Epoll) {
+        let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
         while !client.output.is_empty() {
@@ -287,59 +380,113 @@ impl Control {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    self.close(fd, epoll);
+                    self.close(token, epoll);
                     return;
                 }
             }
         }
-        let streaming = client.follow.is_some() || client.waiting.is_some();
-        if client.output.is_empty() && client.closing && !streaming {
-            self.close(fd, epoll);
+        if client.output.is_empty() && client.closing && !client.streaming() {
+            self.close(token, epoll);
             return;
         }
-        let want_out = !client.output.is_empty();
+        let want_out = !client.output.is_empty() || client.more_logs;
         if want_out != client.watching_output {
             let flags = if want_out {
                 EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
             } else {
                 EpollFlags::EPOLLIN
             };
-            let mut event = EpollEvent::new(flags, self.token_base | fd as u64);
+            let mut event = EpollEvent::new(flags, token);
             if epoll.modify(client.stream.as_fd(), &mut event).is_ok() {
                 client.watching_output = want_out;
             }
         }
     }
 
-    fn close(&mut self, fd: RawFd, epoll: &Epoll) {
-        if let Some(client) = self.clients.remove(&fd) {
+    fn close(&mut self, token: Token, epoll: &Epoll) {
+        if let Some(client) = self.clients.remove(&token) {
             let _ = epoll.delete(client.stream.as_fd());
         }
     }
 
-    /// New lines of `service`: sent to the clients that follow it.
-    pub fn new_lines(&mut self, service: &str, ring: &LogRing, epoll: &Epoll) {
-        let followers: Vec<RawFd> = self
+    /// Queues the next log lines of every `logs` answer whose client has
+    /// room, for one service or all.
+    pub fn pump(
+        &mut self,
+        only: Option<&str>,
+        services: &BTreeMap<String, Service>,
+        epoll: &Epoll,
+    ) {
+        let tokens: Vec<Token> = self
             .clients
             .iter()
-            .filter(|(_, c)| c.follow.as_ref().is_some_and(|(s, _)| s == service))
-            .map(|(fd, _)| *fd)
+            .filter(|(_, c)| {
+                c.logs
+                    .as_ref()
+                    .is_some_and(|l| only.is_none_or(|name| name == l.service))
+            })
+            .map(|(t, _)| *t)
             .collect();
-        for fd in followers {
-            let seen = self
-                .clients
-                .get(&fd)
-                .and_then(|c| c.follow.as_ref())
-                .map_or(0, |(_, seen)| *seen);
-            let lines: Vec<LogEntry> = ring.since(seen).into_iter().map(entry).collect();
-            if let Some((_, seen)) = self.clients.get_mut(&fd).and_then(|c| c.follow.as_mut()) {
-                *seen = ring.total();
-            }
-            for line in lines {
-                self.send(fd, &Response::Line { line }, epoll);
-            }
-            self.flush(fd, epoll);
+        for token in tokens {
+            self.pump_one(token, services, epoll);
         }
+    }
+
+    /// Queues log lines for one client while its backlog is low, writing
+    /// as it goes, for at most [`PUMP_CHUNKS`] chunks per call: a fast
+    /// reader of a large ring then asks for the rest through `EPOLLOUT`
+    /// (kept armed by `more_logs`), so other events get their turn.
+    fn pump_one(&mut self, token: Token, services: &BTreeMap<String, Service>, epoll: &Epoll) {
+        let mut chunks = 0;
+        loop {
+            let Some(client) = self.clients.get_mut(&token) else {
+                return;
+            };
+            client.more_logs = false;
+            if client.output.len() >= LOW_WATER {
+                break;
+            }
+            let Some(stream) = client.logs.as_mut() else {
+                break;
+            };
+            let Some(ring) = services.get(&stream.service).map(|s| &s.logs) else {
+                // The service was removed: nothing more will come.
+                client.logs = None;
+                self.send(token, &Response::End, epoll);
+                break;
+            };
+            if stream.until.is_none() && stream.next < ring.first_seq() {
+                // A follower whose lines were overwritten before it read
+                // them: it does not keep up; cut it off.
+                console::log(
+                    Level::Warn,
+                    "control: a client does not read its replies; disconnecting it",
+                );
+                self.close(token, epoll);
+                return;
+            }
+            let last = stream.until.unwrap_or(u64::MAX).min(ring.total());
+            if stream.next >= last {
+                if stream.until.is_some() {
+                    client.logs = None;
+                    self.send(token, &Response::End, epoll);
+                }
+                break;
+            }
+            if chunks == PUMP_CHUNKS {
+                client.more_logs = true;
+                break;
+            }
+            chunks += 1;
+            let max = CHUNK_LINES.min(usize::try_from(last - stream.next).unwrap_or(CHUNK_LINES));
+            let (lines, next) = ring.range(stream.next, max);
+            stream.next = next;
+            for line in lines {
+                self.send(token, &Response::Line { line: entry(line) }, epoll);
+            }
+            self.flush(token, epoll);
+        }
+        self.flush(token, epoll);
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -350,31 +497,54 @@ impl Control {
                     .into_iter()
                     .chain(c.waiting.as_ref().and_then(|w| w.deadline))
             })
+            .chain(self.paused_until)
+            .chain(self.accept_warnings.deadline())
             .min()
     }
 
-    pub fn on_deadline(&mut self, now: Instant, epoll: &Epoll) {
-        let idle: Vec<RawFd> = self
+    pub fn on_deadline(&mut self, now: Instant, epoll: &Epoll, listener_token: Token) {
+        if self.paused_until.is_some_and(|t| t <= now) {
+            self.paused_until = None;
+            if self.spare.is_none() {
+                self.spare = spare_fd();
+            }
+            if let Err(e) = epoll.add(
+                self.listener.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, listener_token),
+            ) {
+                console::log(Level::Error, &format!("epoll_ctl control socket: {e}"));
+            }
+        }
+        if let Some(n) = self.accept_warnings.take_suppressed(now) {
+            console::log(
+                Level::Warn,
+                &format!(
+                    "control socket: {n} more failed accepts in the last {}s",
+                    self.accept_warnings.interval().as_secs()
+                ),
+            );
+        }
+        let idle: Vec<Token> = self
             .clients
             .iter()
             .filter(|(_, c)| c.idle_until.is_some_and(|d| d <= now))
-            .map(|(fd, _)| *fd)
+            .map(|(t, _)| *t)
             .collect();
-        for fd in idle {
-            self.close(fd, epoll);
+        for token in idle {
+            self.close(token, epoll);
         }
-        let late: Vec<(RawFd, String, Want)> = self
+        let late: Vec<(Token, String, Want)> = self
             .clients
             .iter()
-            .filter_map(|(fd, c)| {
+            .filter_map(|(t, c)| {
                 c.waiting
                     .as_ref()
                     .filter(|w| w.deadline.is_some_and(|d| d <= now))
-                    .map(|w| (*fd, w.service.clone(), w.want))
+                    .map(|w| (*t, w.service.clone(), w.want))
             })
             .collect();
-        for (fd, service, want) in late {
-            if let Some(c) = self.clients.get_mut(&fd) {
+        for (token, service, want) in late {
+            if let Some(c) = self.clients.get_mut(&token) {
                 c.waiting = None;
             }
             let what = match want {
@@ -382,7 +552,7 @@ impl Control {
                 Want::Down => "still stopping",
             };
             self.reply(
-                fd,
+                token,
                 Some(Response::Error {
                     message: format!("{service}: {what}; gave up waiting"),
                 }),
@@ -392,32 +562,28 @@ impl Control {
     }
 
     /// Answers the `start`/`stop`/`restart` requests whose service settled.
-    pub fn settle_waiting(
-        &mut self,
-        services: &std::collections::BTreeMap<String, Service>,
-        epoll: &Epoll,
-    ) {
-        let ready: Vec<(RawFd, Response)> = self
+    pub fn settle_waiting(&mut self, services: &BTreeMap<String, Service>, epoll: &Epoll) {
+        let ready: Vec<(Token, Response)> = self
             .clients
             .iter()
-            .filter_map(|(fd, c)| {
+            .filter_map(|(t, c)| {
                 let w = c.waiting.as_ref()?;
                 let Some(svc) = services.get(&w.service) else {
                     return Some((
-                        *fd,
+                        *t,
                         Response::Done {
                             message: format!("{}: removed", w.service),
                         },
                     ));
                 };
-                settled(svc, w.want).map(|r| (*fd, r))
+                settled(svc, w.want).map(|r| (*t, r))
             })
             .collect();
-        for (fd, response) in ready {
-            if let Some(c) = self.clients.get_mut(&fd) {
+        for (token, response) in ready {
+            if let Some(c) = self.clients.get_mut(&token) {
                 c.waiting = None;
             }
-            self.reply(fd, Some(response), epoll);
+            self.reply(token, Some(response), epoll);
         }
     }
 
@@ -425,8 +591,8 @@ impl Control {
         self.clients.values().any(|c| c.waiting.is_some())
     }
 
-    fn wait_for(&mut self, fd: RawFd, service: &str, want: Want, timeout: Duration) {
-        if let Some(c) = self.clients.get_mut(&fd) {
+    fn wait_for(&mut self, token: Token, service: &str, want: Want, timeout: Duration) {
+        if let Some(c) = self.clients.get_mut(&token) {
             // `infinity` timeouts overflow Instant: then no deadline.
             let deadline = Instant::now().checked_add(timeout.saturating_add(SETTLE_GRACE));
             c.waiting = Some(Waiting {
@@ -436,6 +602,14 @@ impl Control {
             });
         }
     }
+}
+
+/// Tells a connection why it is not served and closes it.
+fn refuse(mut stream: UnixStream, message: &str) {
+    let _ = stream.set_nonblocking(true);
+    let _ = stream.write_all(&proto::encode(&Response::Error {
+        message: message.into(),
+    }));
 }
 
 impl Drop for Control {
@@ -537,7 +711,12 @@ pub fn info(svc: &Service, recent: usize) -> ServiceInfo {
             None
         },
         status_text: svc.status_text.clone(),
-        command: svc.spec.exec_start.clone(),
+        command: svc
+            .spec
+            .exec_start
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         requires: svc.deps.requires.iter().cloned().collect(),
         wants: svc.deps.wants.iter().cloned().collect(),
         after: svc.deps.after.iter().cloned().collect(),
@@ -552,7 +731,7 @@ pub fn info(svc: &Service, recent: usize) -> ServiceInfo {
 fn answer_when_settled(
     sup: &Supervisor,
     ctl: &mut Control,
-    fd: RawFd,
+    token: Token,
     name: &str,
     requested: Result<String, String>,
     want: Want,
@@ -567,7 +746,7 @@ fn answer_when_settled(
             Want::Up => stop_total.saturating_add(s.spec.timeout_start),
         }
     });
-    ctl.wait_for(fd, name, want, timeout);
+    ctl.wait_for(token, name, want, timeout);
     None
 }
 
@@ -576,13 +755,14 @@ fn answer_when_settled(
 pub fn execute(
     sup: &mut Supervisor,
     ctl: &mut Control,
-    fd: RawFd,
+    token: Token,
     request: Result<Request, String>,
 ) -> Option<Response> {
     let request = match request {
         Ok(r) => r,
         Err(message) => return Some(Response::Error { message }),
     };
+    crate::fault::point("control", request.command.name());
     match request.command {
         Command::List => Some(Response::List {
             services: sup.services.values().map(|s| info(s, 0)).collect(),
@@ -597,15 +777,15 @@ pub fn execute(
         },
         Command::Start { name } => {
             let requested = sup.request_start(&name);
-            answer_when_settled(sup, ctl, fd, &name, requested, Want::Up)
+            answer_when_settled(sup, ctl, token, &name, requested, Want::Up)
         }
         Command::Restart { name } => {
             let requested = sup.request_restart(&name);
-            answer_when_settled(sup, ctl, fd, &name, requested, Want::Up)
+            answer_when_settled(sup, ctl, token, &name, requested, Want::Up)
         }
         Command::Stop { name } => {
             let requested = sup.request_stop(&name);
-            answer_when_settled(sup, ctl, fd, &name, requested, Want::Down)
+            answer_when_settled(sup, ctl, token, &name, requested, Want::Down)
         }
         Command::Logs {
             name,
@@ -617,17 +797,17 @@ pub fn execute(
                     message: format!("no such service: {name}"),
                 });
             };
-            let backlog: Vec<LogEntry> = svc.logs.tail(lines).into_iter().map(entry).collect();
-            if !follow {
-                return Some(Response::Logs { lines: backlog });
-            }
             let total = svc.logs.total();
-            if let Some(c) = ctl.clients.get_mut(&fd) {
-                c.follow = Some((name, total));
+            let kept = svc.logs.len() as u64;
+            let from = total - lines.map_or(kept, |n| (n as u64).min(kept));
+            if let Some(c) = ctl.clients.get_mut(&token) {
+                c.logs = Some(LogStream {
+                    service: name,
+                    next: from,
+                    until: (!follow).then_some(total),
+                });
             }
-            for line in backlog {
-                ctl.send(fd, &Response::Line { line }, sup.epoll());
-            }
+            // Written as the client reads (`pump`), then `end`.
             None
         }
         Command::Reload => Some(match sup.reload() {

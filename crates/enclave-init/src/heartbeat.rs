@@ -77,6 +77,17 @@ pub fn send(cid: u32, port: u32, budget: Duration) -> Result<u32, HeartbeatError
     }
 }
 
+/// A failed `connect`: whether trying again may help. ENODEV means the
+/// kernel has no vsock transport (no virtio-vsock device, or its module is
+/// not loaded): that does not change by waiting, so the budget is not
+/// spent on it.
+fn connect_failure(cid: u32, port: u32, e: nix::errno::Errno) -> Attempt {
+    match e {
+        nix::errno::Errno::ENODEV => Attempt::Fatal(HeartbeatError::NoVsock(e.desc().into())),
+        other => Attempt::Retry(format!("connect to {cid}:{port}: {}", other.desc())),
+    }
+}
+
 fn attempt(cid: u32, port: u32, remaining: Duration) -> Result<(), Attempt> {
     let fd = socket(
         AddressFamily::Vsock,
@@ -91,7 +102,7 @@ fn attempt(cid: u32, port: u32, remaining: Duration) -> Result<(), Attempt> {
         other => Attempt::Retry(format!("socket: {}", other.desc())),
     })?;
     connect(fd.as_raw_fd(), &VsockAddr::new(cid, port))
-        .map_err(|e| Attempt::Retry(format!("connect to {cid}:{port}: {}", e.desc())))?;
+        .map_err(|e| connect_failure(cid, port, e))?;
     // A vsock socket is not a Unix socket, but std's UnixStream only does
     // read, write and SO_RCVTIMEO on it, which every stream socket supports.
     let mut stream = std::os::unix::net::UnixStream::from(fd);
@@ -138,6 +149,26 @@ mod tests {
             None,
             "why the deadline is an Option"
         );
+    }
+
+    #[test]
+    fn no_vsock_transport_gives_up_at_once() {
+        // Before: ENODEV was retried for the whole budget (20 s by default).
+        assert!(matches!(
+            connect_failure(3, 9000, nix::errno::Errno::ENODEV),
+            Attempt::Fatal(HeartbeatError::NoVsock(_))
+        ));
+        for retried in [
+            nix::errno::Errno::ETIMEDOUT,
+            nix::errno::Errno::ECONNRESET,
+            nix::errno::Errno::ECONNREFUSED,
+            nix::errno::Errno::EINTR,
+        ] {
+            assert!(matches!(
+                connect_failure(3, 9000, retried),
+                Attempt::Retry(_)
+            ));
+        }
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub enum Failure {
     /// Set by the supervisor for reasons outside the service itself
     /// (a dependency cycle, a missing required service).
     Dependency(String),
+    /// Init lost track of the service (a panic while handling it); its
+    /// processes were killed.
+    Internal(String),
 }
 
 impl Failure {
@@ -63,6 +66,7 @@ impl Failure {
             Failure::StartTimeout => "start timed out".into(),
             Failure::StartLimit => "start limit hit".into(),
             Failure::Dependency(reason) => reason.clone(),
+            Failure::Internal(reason) => format!("internal error: {reason}"),
         }
     }
 
@@ -71,7 +75,10 @@ impl Failure {
         match self {
             Failure::Exit(exit) => exit.status(),
             Failure::Spawn { status, .. } => *status,
-            Failure::StartTimeout | Failure::StartLimit | Failure::Dependency(_) => 1,
+            Failure::StartTimeout
+            | Failure::StartLimit
+            | Failure::Dependency(_)
+            | Failure::Internal(_) => 1,
         }
     }
 }
@@ -103,7 +110,9 @@ impl Outcome {
             }
             Outcome::Failure(Failure::Exit(Exit::Signal(_))) => ExitCause::UncleanSignal,
             Outcome::Failure(Failure::StartTimeout) => ExitCause::Timeout,
-            Outcome::Failure(Failure::StartLimit | Failure::Dependency(_)) => ExitCause::Final,
+            Outcome::Failure(
+                Failure::StartLimit | Failure::Dependency(_) | Failure::Internal(_),
+            ) => ExitCause::Final,
         }
     }
 }
@@ -176,6 +185,18 @@ pub fn restart_delay(spec: &ServiceSpec, n: u32) -> Duration {
         return base;
     }
     Duration::try_from_secs_f64(secs).unwrap_or(max).min(max)
+}
+
+/// The wait before retrying a start that failed for lack of resources,
+/// after `failures` such failures in a row: `RestartSec` (at least 100 ms),
+/// doubling up to 10 s.
+pub fn transient_delay(spec: &ServiceSpec, failures: u32) -> Duration {
+    const MAX: Duration = Duration::from_secs(10);
+    let base = spec.restart_sec.max(Duration::from_millis(100));
+    if base >= MAX {
+        return base;
+    }
+    base.saturating_mul(1u32 << failures.min(10)).min(MAX)
 }
 
 /// Which command of the service a process runs.
@@ -297,6 +318,20 @@ impl State {
         }
     }
 
+    /// Every process the state names (main, `ExecStartPre`, `ExecStop`):
+    /// exactly those init must know as this service's.
+    pub fn pids(&self) -> Vec<Pid> {
+        match self {
+            State::Starting { pid, .. } => pid.iter().copied().collect(),
+            State::Running { pid } => vec![*pid],
+            State::Stopping { main, control, .. } => main.iter().chain(control).copied().collect(),
+            State::Stopped
+            | State::Waiting { .. }
+            | State::Exited { .. }
+            | State::Failed { .. } => Vec::new(),
+        }
+    }
+
     /// Ready for dependents: running, or a oneshot that remains active.
     pub fn is_ready(&self) -> bool {
         matches!(self, State::Running { .. } | State::Exited { active: true })
@@ -361,6 +396,23 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// What the event is, for log lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Start => "a start",
+            Event::Stop => "a stop",
+            Event::Spawned { .. } => "a started process",
+            Event::SpawnFailed { .. } => "a failed start",
+            Event::Ready => "readiness",
+            Event::Exited { .. } => "an exit",
+            Event::GroupEmpty => "an emptied process group",
+            Event::Deadline => "a deadline",
+            Event::Refuse { .. } => "a refused start",
+        }
+    }
+}
+
 /// A service's runtime record: its state and the history its decisions need.
 #[derive(Debug, Clone)]
 pub struct Life {
@@ -372,6 +424,9 @@ pub struct Life {
     pub last_exit: Option<Exit>,
     /// Start times inside the start-limit window.
     starts: VecDeque<Instant>,
+    /// Starts in a row that failed for lack of resources (EAGAIN, EMFILE):
+    /// their retries back off and only the first is logged as an error.
+    transient_failures: u32,
 }
 
 type Actions = Vec<Action>;
@@ -384,6 +439,7 @@ impl Life {
             restarts: 0,
             last_exit: None,
             starts: VecDeque::new(),
+            transient_failures: 0,
         }
     }
 
@@ -480,6 +536,7 @@ impl Life {
     }
 
     fn on_spawned(&mut self, spec: &ServiceSpec, new_pid: Pid, now: Instant, out: &mut Actions) {
+        self.transient_failures = 0;
         match &mut self.state {
             State::Starting {
                 step,
@@ -534,10 +591,12 @@ impl Life {
     ) {
         match self.state.clone() {
             State::Starting { .. } => {
-                // Out of processes is the system's state, not the service's
-                // fault: retry without spending the start limit (unless
-                // RestartSec is infinity, which retries never).
-                let delay = spec.restart_sec.max(Duration::from_millis(100));
+                // Out of processes or descriptors is the system's state,
+                // not the service's fault: retry without spending the start
+                // limit (unless RestartSec is infinity, which retries never),
+                // backing off while it lasts, and say so once, not at every
+                // retry: a shortage must not become a flood of lines.
+                let delay = transient_delay(spec, self.transient_failures);
                 let retry_at = if transient {
                     now.checked_add(delay)
                 } else {
@@ -545,8 +604,14 @@ impl Life {
                 };
                 if let Some(until) = retry_at {
                     self.starts.pop_back();
+                    let level = if self.transient_failures == 0 {
+                        Level::Error
+                    } else {
+                        Level::Debug
+                    };
+                    self.transient_failures = self.transient_failures.saturating_add(1);
                     out.push(Action::Log(
-                        Level::Error,
+                        level,
                         format!("{reason}; retrying in {}", duration::format(delay)),
                     ));
                     self.set(State::Waiting { until }, now);

@@ -776,9 +776,12 @@ fn spawn_failures() {
     ));
 
     // Out of processes: wait and retry, whatever the policy, without
-    // spending the start limit.
+    // spending the start limit, backing off while it lasts (100 ms doubling
+    // to 10 s) and logging an error only for the first failure of a run.
     s.start_limit_burst = 1;
     let mut life = Life::new(at(0));
+    let mut now = 0;
+    let mut waits = Vec::new();
     for n in 0..10 {
         let a = life.handle(
             &s,
@@ -787,25 +790,63 @@ fn spawn_failures() {
             } else {
                 Event::Deadline
             },
-            at(n * 100),
+            at(now),
         );
         assert_eq!(a, [Action::Spawn(Proc::Main)], "try {n}");
-        life.handle(
+        let a = life.handle(
             &s,
             Event::SpawnFailed {
                 reason: "fork: Resource temporarily unavailable".into(),
                 status: 1,
                 transient: true,
             },
-            at(n * 100),
+            at(now),
         );
-        assert_eq!(
-            life.state,
-            State::Waiting {
-                until: at(n * 100 + 100)
-            }
+        let level = if n == 0 { Level::Error } else { Level::Debug };
+        assert!(
+            matches!(a.as_slice(), [Action::Log(l, _)] if *l == level),
+            "try {n}: {a:?}"
         );
+        let State::Waiting { until } = life.state else {
+            panic!("try {n}: {:?}", life.state);
+        };
+        let wait = until.duration_since(at(now)).as_millis() as u64;
+        waits.push(wait);
+        now += wait;
     }
+    assert_eq!(
+        waits,
+        [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000]
+    );
+    // A start that works ends the run: the next shortage starts over.
+    life.handle(&s, Event::Deadline, at(now));
+    life.handle(&s, Event::Spawned { pid: 5 }, at(now));
+    life.handle(
+        &s,
+        Event::Exited {
+            pid: 5,
+            exit: Exit::Code(0),
+            group_alive: false,
+        },
+        at(now),
+    );
+    life.handle(&s, Event::Start, at(now + 1));
+    let a = life.handle(
+        &s,
+        Event::SpawnFailed {
+            reason: "pipe: Too many open files".into(),
+            status: 1,
+            transient: true,
+        },
+        at(now + 1),
+    );
+    assert!(matches!(a.as_slice(), [Action::Log(Level::Error, _)]));
+    assert_eq!(
+        life.state,
+        State::Waiting {
+            until: at(now + 101)
+        }
+    );
 }
 
 #[test]

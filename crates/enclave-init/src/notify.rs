@@ -41,11 +41,16 @@ impl NotifySocket {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let socket = UnixDatagram::bind(path)?;
+        // Services may run as any user: they must be able to send. The mode
+        // comes from the umask at bind (init is single-threaded, so setting
+        // it for the call is safe), never from a chmod by path afterwards,
+        // which would follow a symlink put in the socket's place.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        let bound = UnixDatagram::bind(path);
+        nix::sys::stat::umask(old);
+        let socket = bound?;
         socket.set_nonblocking(true)?;
         setsockopt(&socket, sockopt::PassCred, &true)?;
-        // Services may run as any user: they must be able to send.
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
         Ok(Self {
             socket,
             path: path.to_path_buf(),

@@ -302,21 +302,36 @@ impl LogRing {
     /// The newest `n` lines (all when `None`), oldest first.
     pub fn tail(&self, n: Option<usize>) -> Vec<LogLine> {
         let skip = n.map_or(0, |n| self.records.len().saturating_sub(n));
-        self.lines_from(skip)
+        self.lines_from(skip, usize::MAX)
     }
 
     /// Lines pushed after the first `seen` ever pushed (for `--follow`).
     pub fn since(&self, seen: u64) -> Vec<LogLine> {
-        let first_kept = self.total - self.records.len() as u64;
-        self.lines_from(seen.saturating_sub(first_kept) as usize)
+        self.lines_from(seen.saturating_sub(self.first_seq()) as usize, usize::MAX)
     }
 
-    /// The kept lines from the `skip`th on.
-    fn lines_from(&self, skip: usize) -> Vec<LogLine> {
+    /// The number (counted from 0 over every line ever pushed) of the
+    /// oldest line still kept.
+    pub fn first_seq(&self) -> u64 {
+        self.total - self.records.len() as u64
+    }
+
+    /// At most `max` kept lines from number `from` on (from the oldest
+    /// kept when `from` was evicted), and the number after the last one.
+    pub fn range(&self, from: u64, max: usize) -> (Vec<LogLine>, u64) {
+        let from = from.max(self.first_seq());
+        let lines = self.lines_from((from - self.first_seq()) as usize, max);
+        let next = from + lines.len() as u64;
+        (lines, next)
+    }
+
+    /// At most `max` kept lines from the `skip`th on.
+    fn lines_from(&self, skip: usize, max: usize) -> Vec<LogLine> {
         let mut start: usize = self.records.iter().take(skip).map(|r| r.len as usize).sum();
         self.records
             .iter()
             .skip(skip)
+            .take(max)
             .map(|r| {
                 // Records and text always agree; clamped all the same, as
                 // `range` would panic past the end.
@@ -474,6 +489,14 @@ mod tests {
         assert_eq!(texts(&ring.since(23)), ["23", "24"]);
         assert_eq!(ring.since(0).len(), 10, "lines already evicted are skipped");
         assert!(ring.since(25).is_empty());
+        // Read in chunks, as a long `initctl logs` is served.
+        assert_eq!(ring.first_seq(), 15);
+        let (chunk, next) = ring.range(0, 4);
+        assert_eq!((texts(&chunk), next), (vec!["15", "16", "17", "18"], 19));
+        let (chunk, next) = ring.range(next, 100);
+        assert_eq!(chunk.len(), 6);
+        assert_eq!(next, 25);
+        assert_eq!(ring.range(25, 10), (vec![], 25));
         // A line larger than the whole ring is cut to fit, alone, at a
         // character boundary.
         ring.push(time, 1, "é".repeat(1000).as_bytes());

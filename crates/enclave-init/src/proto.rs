@@ -1,14 +1,17 @@
 //! The `initctl` protocol: JSON lines over the control socket. Every type
 //! on the wire lives here, shared by init and `initctl`. A request is one
 //! line of at most [`MAX_REQUEST`] bytes; each reply is one line, except
-//! `logs --follow`, which streams `line` replies until the client leaves.
+//! `logs`, which streams one `line` reply per log line (as the client reads
+//! them, so that a ring of any size is served in bounded memory), then
+//! `end`; with `follow`, the lines go on until the client leaves.
 //!
 //! Versioned: a request names the version it speaks; init answers an
 //! unknown version with an error naming the one it speaks.
 
 use serde::{Deserialize, Serialize};
 
-pub const VERSION: u32 = 1;
+/// 2: `logs` streams `line` replies and `end` (1 had one `logs` reply).
+pub const VERSION: u32 = 2;
 pub const MAX_REQUEST: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +50,21 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's name on the wire (`list`, `start`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::List => "list",
+            Command::Status { .. } => "status",
+            Command::Start { .. } => "start",
+            Command::Stop { .. } => "stop",
+            Command::Restart { .. } => "restart",
+            Command::Logs { .. } => "logs",
+            Command::Reload => "reload",
+            Command::Poweroff => "poweroff",
+            Command::Reboot => "reboot",
+        }
+    }
+
     /// Commands that change something: only for root or init's own user.
     pub fn changes_state(&self) -> bool {
         match self {
@@ -115,13 +133,27 @@ pub struct ReloadReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum Response {
-    Error { message: String },
-    Done { message: String },
-    List { services: Vec<ServiceInfo> },
-    Status { service: ServiceInfo },
-    Logs { lines: Vec<LogEntry> },
-    Line { line: LogEntry },
-    Reload { report: ReloadReport },
+    Error {
+        message: String,
+    },
+    Done {
+        message: String,
+    },
+    List {
+        services: Vec<ServiceInfo>,
+    },
+    Status {
+        service: ServiceInfo,
+    },
+    /// One log line of a `logs` answer.
+    Line {
+        line: LogEntry,
+    },
+    /// The end of a `logs` answer (without `follow`).
+    End,
+    Reload {
+        report: ReloadReport,
+    },
 }
 
 /// Parses one request line. Never panics; the error says what is wrong.
@@ -183,7 +215,7 @@ mod tests {
             let parsed = parse_request(line.strip_suffix(b"\n").unwrap()).unwrap();
             assert_eq!(parsed, request);
         }
-        let minimal = parse_request(br#"{"version":1,"command":"logs","name":"x"}"#).unwrap();
+        let minimal = parse_request(br#"{"version":2,"command":"logs","name":"x"}"#).unwrap();
         assert_eq!(
             minimal.command,
             Command::Logs {
@@ -203,21 +235,21 @@ mod tests {
             (b"[]", "request has no protocol version"),
             (b"{\"command\":\"list\"}", "request has no protocol version"),
             (
-                b"{\"version\":2,\"command\":\"list\"}",
-                "protocol version 2 is not supported; init speaks version 1",
+                b"{\"version\":1,\"command\":\"list\"}",
+                "protocol version 1 is not supported; init speaks version 2",
             ),
-            (b"{\"version\":1}", "invalid request"),
+            (b"{\"version\":2}", "invalid request"),
             (
-                b"{\"version\":1,\"command\":\"format-disk\"}",
+                b"{\"version\":2,\"command\":\"format-disk\"}",
                 "invalid request",
             ),
-            (b"{\"version\":1,\"command\":\"start\"}", "invalid request"),
+            (b"{\"version\":2,\"command\":\"start\"}", "invalid request"),
             (
-                b"{\"version\":1,\"command\":\"start\",\"name\":5}",
+                b"{\"version\":2,\"command\":\"start\",\"name\":5}",
                 "invalid request",
             ),
             (
-                b"{\"version\":1,\"command\":\"logs\",\"name\":\"x\",\"lines\":-1}",
+                b"{\"version\":2,\"command\":\"logs\",\"name\":\"x\",\"lines\":-1}",
                 "invalid request",
             ),
             (
@@ -225,7 +257,7 @@ mod tests {
                 "request has no protocol version",
             ),
             (
-                b"{\"version\":1,\"command\":\"list\"",
+                b"{\"version\":2,\"command\":\"list\"",
                 "request is not JSON",
             ),
         ];
@@ -248,8 +280,25 @@ mod tests {
     }
 
     #[test]
+    fn every_command_has_its_wire_name() {
+        for (command, name) in [
+            (Command::List, "list"),
+            (Command::Reload, "reload"),
+            (Command::Stop { name: "x".into() }, "stop"),
+        ] {
+            let line = String::from_utf8(encode(&Request {
+                version: VERSION,
+                command: command.clone(),
+            }))
+            .unwrap();
+            assert!(line.contains(&format!("\"command\":\"{name}\"")), "{line}");
+            assert_eq!(command.name(), name);
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_ignored() {
-        let r = parse_request(br#"{"version":1,"command":"list","from_the_future":true}"#).unwrap();
+        let r = parse_request(br#"{"version":2,"command":"list","from_the_future":true}"#).unwrap();
         assert_eq!(r.command, Command::List);
     }
 

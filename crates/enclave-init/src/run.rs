@@ -13,8 +13,12 @@ use crate::supervisor::{Ending, Mode, Settings, Supervisor};
 use crate::sys;
 
 pub fn main() -> ExitCode {
+    crate::panics::install_hook();
     let is_pid1 = sys::getpid() == 1;
-    // Signals first: from here on they wait in the signalfd.
+    // Whatever dispositions the parent left (an ignored SIGCHLD would make
+    // the kernel reap children behind init's back), then every signal
+    // blocked: from here on they wait in the signalfd.
+    sys::reset_signal_dispositions();
     let mask = match sys::block_all_signals() {
         Ok(m) => m,
         Err(e) => {
@@ -22,14 +26,13 @@ pub fn main() -> ExitCode {
             nix::sys::signal::SigSet::all()
         }
     };
+    sys::mark_inherited_fds_cloexec();
+    let nofile = sys::raise_nofile();
     let args = match cli::parse(std::env::args_os().skip(1)) {
         Ok(a) => a,
-        Err(e) if is_pid1 => {
-            // Nothing on the command line may make PID 1 exit.
-            console::log(Level::Error, &format!("command line: {e}; ignoring it"));
-            Args::default()
-        }
         Err(e) => {
+            // As PID 1 too: an argument that looks like an option was meant
+            // for init, and guessing would do something nobody asked for.
             eprintln!("enclave-init: {e}\n\n{}", cli::USAGE);
             return ExitCode::from(2);
         }
@@ -40,17 +43,45 @@ pub fn main() -> ExitCode {
         } else {
             println!("enclave-init {}", env!("CARGO_PKG_VERSION"));
         }
-        if !is_pid1 {
-            return ExitCode::SUCCESS;
-        }
+        return ExitCode::SUCCESS;
     }
-    if args.no_boot {
-        no_boot(&args, &mask)
-    } else if is_pid1 {
-        crate::boot::boot_and_supervise(&args, &mask)
-    } else {
+    let boot = !args.no_boot;
+    if boot && !is_pid1 {
         eprintln!("enclave-init: boot mode needs PID 1 (it mounts, switches root and reboots); use --no-boot to supervise only");
-        ExitCode::from(2)
+        return ExitCode::from(2);
+    }
+    let nofile = match nofile {
+        Ok(limits) => Some(limits),
+        Err(e) => {
+            console::log(
+                Level::Warn,
+                &format!("raising RLIMIT_NOFILE: {e}; services get init's limits"),
+            );
+            None
+        }
+    };
+    // The last line of defence: every handler is guarded on its own, so
+    // nothing should reach this. If something does, end in order: the
+    // enclave by a machine restart, `--no-boot` with a status that says so.
+    match crate::panics::catch(|| {
+        if boot {
+            crate::boot::boot_and_supervise(&args, &mask, nofile)
+        } else {
+            no_boot(&args, &mask, nofile)
+        }
+    }) {
+        Ok(code) => code,
+        Err(text) => {
+            console::log(
+                Level::Error,
+                &format!("internal error outside every handler: {text}; ending"),
+            );
+            if boot {
+                crate::boot::end(Ending::Poweroff)
+            }
+            console::drain();
+            ExitCode::from(70)
+        }
     }
 }
 
@@ -84,7 +115,7 @@ pub fn report(diags: &[Diagnostic]) {
     }
 }
 
-fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet) -> ExitCode {
+fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet, nofile: Option<(u64, u64)>) -> ExitCode {
     let path = config_path(args);
     let (config, diags) = load_config(&path, args);
     console::set_level(config.log.level);
@@ -95,9 +126,6 @@ fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet) -> ExitCode {
         );
     }
     report(&diags);
-    for word in &args.ignored {
-        console::log(Level::Warn, &format!("ignoring argument {word:?}"));
-    }
     let extra = if args.command.is_empty() {
         Vec::new()
     } else {
@@ -106,14 +134,19 @@ fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet) -> ExitCode {
     let settings = Settings {
         mode: Mode::NoBoot,
         config,
-        base_env: std::env::vars()
-            .filter(|(k, _)| k != "ENCLAVE_INIT_CONFIG")
+        // Bytes as they are: `std::env::vars` would panic on a value that
+        // is not UTF-8.
+        base_env: std::env::vars_os()
+            .filter(|(k, _)| {
+                k != "ENCLAVE_INIT_CONFIG" && !crate::fault::VARIABLES.iter().any(|v| k == v)
+            })
             .collect(),
         root: PathBuf::from("/"),
         extra_services: extra,
         load_service_dir: true,
         proc_path: PathBuf::from("/proc"),
-        cgroup_root: None,
+        cgroup_root: crate::fault::cgroup_root(),
+        nofile,
     };
     let mut supervisor = match Supervisor::new(settings, mask) {
         Ok(s) => s,

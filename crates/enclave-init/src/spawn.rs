@@ -3,11 +3,12 @@
 //! fork so that every failure has a precise message and nothing in the
 //! child can block init.
 
+use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::legacy;
 use crate::spec::{Output, Resource, ServiceSpec};
 use crate::sys::{self, Identity};
 
@@ -43,8 +44,8 @@ pub enum Stream {
 /// A process ready to start: everything resolved.
 pub struct Launch {
     pub program: PathBuf,
-    pub argv: Vec<String>,
-    pub env: Vec<(String, String)>,
+    pub argv: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
     pub cwd: PathBuf,
     pub identity: Option<Identity>,
     pub limits: Vec<sys::Rlimit>,
@@ -53,47 +54,51 @@ pub struct Launch {
     pub cgroup_procs: Option<PathBuf>,
 }
 
+/// A variable of a process's environment: bytes, as the kernel has them.
+pub type Var = (OsString, OsString);
+
 /// The environment of a service's process, in systemd's order: the base
 /// (`/env` in boot mode, else init's own), the user's `HOME`, `USER`,
 /// `LOGNAME`, `SHELL`, then `Environment`, then `EnvironmentFile`s, then
 /// `extra` (`NOTIFY_SOCKET`, `MAINPID`). `PATH` gets a default when absent.
+/// Values pass through byte for byte.
 pub fn environment(
-    base: &[(String, String)],
+    base: &[Var],
     spec: &ServiceSpec,
     user: Option<&User>,
-    extra: &[(String, String)],
-) -> Result<Vec<(String, String)>, SpawnError> {
-    let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |key: &str, value: &str| match env.iter_mut().find(|(k, _)| k == key) {
-        Some(slot) => slot.1 = value.to_string(),
-        None => env.push((key.to_string(), value.to_string())),
+    extra: &[Var],
+) -> Result<Vec<Var>, SpawnError> {
+    let mut env: Vec<Var> = Vec::new();
+    let mut set = |key: &OsStr, value: &OsStr| match env.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value.to_os_string(),
+        None => env.push((key.to_os_string(), value.to_os_string())),
     };
     for (k, v) in base {
         set(k, v);
     }
     if let Some(u) = user {
-        set("HOME", &u.home);
-        set("USER", &u.name);
-        set("LOGNAME", &u.name);
-        set("SHELL", &u.shell);
+        set("HOME".as_ref(), u.home.as_ref());
+        set("USER".as_ref(), u.name.as_ref());
+        set("LOGNAME".as_ref(), u.name.as_ref());
+        set("SHELL".as_ref(), u.shell.as_ref());
     }
     for (k, v) in &spec.environment {
-        set(k, v);
+        set(k.as_ref(), v.as_ref());
     }
     for file in &spec.environment_files {
-        match std::fs::read_to_string(&file.path) {
-            Ok(text) => {
-                for (k, v) in parse_environment_file(&text) {
+        match crate::files::read(&file.path, crate::files::MAX) {
+            Ok(bytes) => {
+                for (k, v) in parse_environment_file(&bytes) {
                     set(&k, &v);
                 }
             }
-            Err(e) if file.optional && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if file.optional && e.is_not_found() => {}
             Err(e) => {
                 return Err(SpawnError::new(
                     format!(
                         "EnvironmentFile {}: {}",
                         file.path.display(),
-                        io_message(&e)
+                        read_message(&e)
                     ),
                     1,
                 ));
@@ -109,32 +114,41 @@ pub fn environment(
     Ok(env)
 }
 
+fn read_message(e: &crate::files::ReadError) -> String {
+    match e {
+        crate::files::ReadError::Io(e) => io_message(e),
+        other => other.to_string(),
+    }
+}
+
 /// `KEY=VALUE` lines; `#` and `;` comments; optional `export `; values may be
-/// quoted. Lines that are not assignments are skipped.
-pub fn parse_environment_file(text: &str) -> Vec<(String, String)> {
+/// quoted. Lines that are not assignments are skipped. Values are bytes.
+pub fn parse_environment_file(text: &[u8]) -> Vec<Var> {
     let mut vars = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+    for line in text.split(|b| *b == b'\n') {
+        let line = line.trim_ascii();
+        if line.is_empty() || line.starts_with(b"#") || line.starts_with(b";") {
             continue;
         }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((key, value)) = line.split_once('=') else {
+        let line = line.strip_prefix(b"export ").unwrap_or(line);
+        let Some(at) = line.iter().position(|b| *b == b'=') else {
             continue;
         };
-        let key = key.trim();
+        let (key, value) = line.split_at(at);
+        let Ok(key) = std::str::from_utf8(key.trim_ascii()) else {
+            continue;
+        };
         if !crate::spec::valid_env_name(key) {
             continue;
         }
-        let value = value.trim();
-        let value = match (value.chars().next(), value.chars().last()) {
-            (Some(q @ ('"' | '\'')), Some(e)) if q == e && value.len() >= 2 => value
-                .get(1..value.len() - 1)
-                .unwrap_or_default()
-                .to_string(),
-            _ => value.to_string(),
+        let value = value.get(1..).unwrap_or_default().trim_ascii();
+        let value = match (value.first(), value.last()) {
+            (Some(q @ (b'"' | b'\'')), Some(e)) if q == e && value.len() >= 2 => {
+                value.get(1..value.len() - 1).unwrap_or_default()
+            }
+            _ => value,
         };
-        vars.push((key.to_string(), value));
+        vars.push((OsString::from(key), OsString::from_vec(value.to_vec())));
     }
     vars
 }
@@ -184,6 +198,20 @@ fn group_entries(text: &str) -> impl Iterator<Item = (String, u32, Vec<String>)>
     })
 }
 
+/// `/etc/passwd` or `/etc/group`, read at each start: bounded and never
+/// blocking like every file init reads. A missing file is empty (numbers
+/// then stand for themselves); one that cannot be read fails the start.
+fn account_file(path: &Path) -> Result<String, SpawnError> {
+    match crate::files::read(path, crate::files::MAX) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.is_not_found() => Ok(String::new()),
+        Err(e) => Err(SpawnError::new(
+            format!("{}: {}", path.display(), read_message(&e)),
+            1,
+        )),
+    }
+}
+
 /// Resolves `User`/`Group` against the passwd and group files of `root`.
 /// A number not in the files is used as is (its group: the same number).
 pub fn resolve_identity(
@@ -195,8 +223,8 @@ pub fn resolve_identity(
         return Ok((None, None));
     }
     let (passwd_path, group_path) = (root.join("etc/passwd"), root.join("etc/group"));
-    let passwd = std::fs::read_to_string(&passwd_path).unwrap_or_default();
-    let groups = std::fs::read_to_string(&group_path).unwrap_or_default();
+    let passwd = account_file(&passwd_path)?;
+    let groups = account_file(&group_path)?;
     let user_entry = match user {
         None => None,
         Some(u) => match passwd_entries(&passwd).find(|e| e.name == u || e.uid.to_string() == u) {
@@ -252,16 +280,20 @@ pub fn resolve_identity(
 }
 
 /// Finds `program` in the `PATH` of `env` (programs with a `/` as they are).
-pub fn find_program(program: &str, env: &[(String, String)]) -> Result<PathBuf, SpawnError> {
-    if program.contains('/') {
+pub fn find_program(program: &OsStr, env: &[Var]) -> Result<PathBuf, SpawnError> {
+    if program.as_bytes().contains(&b'/') {
         return Ok(PathBuf::from(program));
     }
     let path = env
         .iter()
         .find(|(k, _)| k == "PATH")
-        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
-    for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let candidate = Path::new(dir).join(program);
+        .map_or(OsStr::new(DEFAULT_PATH), |(_, v)| v.as_os_str());
+    for dir in path
+        .as_bytes()
+        .split(|b| *b == b':')
+        .filter(|d| !d.is_empty())
+    {
+        let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
         if let Ok(meta) = std::fs::metadata(&candidate) {
             if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
                 return Ok(candidate);
@@ -269,13 +301,28 @@ pub fn find_program(program: &str, env: &[(String, String)]) -> Result<PathBuf, 
         }
     }
     Err(SpawnError::new(
-        format!("exec {program}: not found in PATH ({path})"),
+        format!(
+            "exec {}: not found in PATH ({})",
+            program.to_string_lossy(),
+            path.to_string_lossy()
+        ),
         127,
     ))
 }
 
-pub fn rlimits(spec: &ServiceSpec) -> Vec<sys::Rlimit> {
-    spec.limits
+/// The rlimits a process of `spec` gets: its `Limit*` keys, and for
+/// descriptors without `LimitNOFILE` the limits init itself was given
+/// (`nofile`; init raised its own soft limit, its services keep theirs).
+pub fn rlimits(spec: &ServiceSpec, nofile: Option<(u64, u64)>) -> Vec<sys::Rlimit> {
+    let value = |v: u64| {
+        if v == u64::MAX {
+            libc::RLIM_INFINITY
+        } else {
+            v
+        }
+    };
+    let mut limits: Vec<sys::Rlimit> = spec
+        .limits
         .iter()
         .map(|l| {
             let resource = match l.resource {
@@ -284,29 +331,29 @@ pub fn rlimits(spec: &ServiceSpec) -> Vec<sys::Rlimit> {
                 Resource::Core => libc::RLIMIT_CORE,
                 Resource::MemLock => libc::RLIMIT_MEMLOCK,
             };
-            let value = |v: u64| {
-                if v == u64::MAX {
-                    libc::RLIM_INFINITY
-                } else {
-                    v
-                }
-            };
             (
                 resource as sys::RlimitResource,
                 value(l.soft),
                 value(l.hard),
             )
         })
-        .collect()
+        .collect();
+    if let Some((soft, hard)) = nofile {
+        if !spec.limits.iter().any(|l| l.resource == Resource::NoFile) {
+            limits.push((libc::RLIMIT_NOFILE as sys::RlimitResource, soft, hard));
+        }
+    }
+    limits
 }
 
 /// Prepares the process for `argv` of `spec`.
 pub fn prepare(
     root: &Path,
-    base_env: &[(String, String)],
+    base_env: &[Var],
     spec: &ServiceSpec,
-    argv: &[String],
-    extra_env: &[(String, String)],
+    argv: &[OsString],
+    extra_env: &[Var],
+    nofile: Option<(u64, u64)>,
 ) -> Result<Launch, SpawnError> {
     let (identity, user) = resolve_identity(root, spec.user.as_deref(), spec.group.as_deref())?;
     let env = environment(base_env, spec, user.as_ref(), extra_env)?;
@@ -336,7 +383,7 @@ pub fn prepare(
         env,
         cwd,
         identity,
-        limits: rlimits(spec),
+        limits: rlimits(spec, nofile),
         stdin_inherit: spec.inherit_stdin,
         cgroup_procs: None,
     })
@@ -345,7 +392,7 @@ pub fn prepare(
 /// Starts the process. Returns its pid once exec has succeeded; a failed
 /// step (exec, chdir, setuid, ...) is reported with its errno, the child
 /// already reaped (see [`sys::spawn`]).
-pub fn start(launch: Launch, stdout: Stream, stderr: Stream) -> Result<i32, SpawnError> {
+pub fn start(launch: Launch, stdout: Stream, stderr: Stream) -> Result<sys::Started, SpawnError> {
     let failed = |what: String, e: &std::io::Error| {
         let errno = e.raw_os_error().unwrap_or(0);
         SpawnError {
@@ -431,18 +478,6 @@ pub fn streams(spec: &ServiceSpec) -> std::io::Result<(Stream, Stream, Option<Ow
     Ok((out, err, read))
 }
 
-/// Reads `/env` text into the base environment, reporting bad lines.
-pub fn base_environment_from(text: &str) -> (Vec<(String, String)>, Vec<String>) {
-    let (vars, errors) = legacy::parse_env(text);
-    (
-        vars,
-        errors
-            .into_iter()
-            .map(|e| format!("/env:{}: {}", e.line, e.reason))
-            .collect(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,7 +486,7 @@ mod tests {
     fn launch(program: &str, argv: &[&str], cwd: &str) -> Launch {
         Launch {
             program: PathBuf::from(program),
-            argv: argv.iter().map(|a| a.to_string()).collect(),
+            argv: argv.iter().map(OsString::from).collect(),
             env: pairs(&[("ONLY", "this")]),
             cwd: PathBuf::from(cwd),
             identity: None,
@@ -479,7 +514,8 @@ mod tests {
             Stream::Pipe(write),
             Stream::Null,
         )
-        .unwrap();
+        .unwrap()
+        .pid;
         assert_eq!(exit_code(pid), 7, "stdin is /dev/null: read ends at once");
         let mut out = String::new();
         std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut out).unwrap();
@@ -537,10 +573,8 @@ mod tests {
         );
     }
 
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn pairs(list: &[(&str, &str)]) -> Vec<Var> {
+        list.iter().map(|(k, v)| (k.into(), v.into())).collect()
     }
 
     #[test]
@@ -554,7 +588,10 @@ mod tests {
         )
         .unwrap();
         let mut spec = ServiceSpec::new("x", vec!["/bin/true".into()]);
-        spec.environment = pairs(&[("A", "svc"), ("B", "svc")]);
+        spec.environment = [("A", "svc"), ("B", "svc")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         spec.environment_files = vec![
             EnvironmentFile {
                 path: file.clone(),
@@ -615,6 +652,33 @@ mod tests {
         let spec = ServiceSpec::new("x", vec!["/bin/true".into()]);
         let env = environment(&pairs(&[("PATH", "/opt/bin")]), &spec, None, &[]).unwrap();
         assert_eq!(env, pairs(&[("PATH", "/opt/bin")]));
+    }
+
+    #[test]
+    fn account_files_that_would_block_fail_the_start_at_once() {
+        // Before: read_to_string on a FIFO /etc/passwd waited forever, at
+        // every start, in init's one loop. Run in a thread with a bound so
+        // that a regression fails instead of hanging the suite.
+        let root = std::env::temp_dir().join(format!("ei-fifo-users-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        nix::unistd::mkfifo(
+            &root.join("etc/passwd"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = root.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(resolve_identity(&r, Some("app"), None));
+        });
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("resolving a user blocked on a FIFO /etc/passwd");
+        assert_eq!(
+            result.unwrap_err().reason,
+            format!("{}/etc/passwd: not a regular file (a FIFO)", root.display())
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
@@ -689,10 +753,13 @@ mod tests {
     #[test]
     fn programs_are_found_in_path() {
         let env = pairs(&[("PATH", "/nonexistent:/bin:/usr/bin")]);
-        let sh = find_program("sh", &env).unwrap();
+        let sh = find_program("sh".as_ref(), &env).unwrap();
         assert!(sh.ends_with("sh") && sh.is_absolute());
-        assert_eq!(find_program("/x/y", &env).unwrap(), PathBuf::from("/x/y"));
-        let err = find_program("no-such-program-here", &env).unwrap_err();
+        assert_eq!(
+            find_program("/x/y".as_ref(), &env).unwrap(),
+            PathBuf::from("/x/y")
+        );
+        let err = find_program("no-such-program-here".as_ref(), &env).unwrap_err();
         assert_eq!(
             err.reason,
             "exec no-such-program-here: not found in PATH (/nonexistent:/bin:/usr/bin)"
@@ -703,8 +770,13 @@ mod tests {
     #[test]
     fn environment_file_syntax() {
         assert_eq!(
-            parse_environment_file("A=1\n ; c\n#c\nB = 'x y'\nC=\"\"\n=bad\nD=a=b\n"),
+            parse_environment_file(b"A=1\n ; c\n#c\nB = 'x y'\nC=\"\"\n=bad\nD=a=b\n"),
             pairs(&[("A", "1"), ("B", "x y"), ("C", ""), ("D", "a=b")])
+        );
+        assert_eq!(
+            parse_environment_file(b"L=caf\xe9\r\n\xff=x\n"),
+            [("L".into(), OsString::from_vec(b"caf\xe9".to_vec()))],
+            "values are bytes; a name must be text"
         );
     }
 }

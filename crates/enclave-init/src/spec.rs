@@ -4,6 +4,7 @@
 //! one broken file never keeps the others from loading.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -76,7 +77,7 @@ pub enum SuccessStatus {
 /// A command of `ExecStartPre`/`ExecStop`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
-    pub argv: Vec<String>,
+    pub argv: Vec<OsString>,
     /// A leading `-`: the command's failure is ignored.
     pub ignore_failure: bool,
 }
@@ -91,7 +92,8 @@ pub struct EnvironmentFile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     pub name: String,
-    pub exec_start: Vec<String>,
+    /// Bytes, not text: `/cmd` and `-- CMD` pass through unchanged.
+    pub exec_start: Vec<OsString>,
     pub exec_start_pre: Vec<Command>,
     pub exec_stop: Vec<Command>,
     pub environment: Vec<(String, String)>,
@@ -134,7 +136,7 @@ impl ServiceSpec {
     }
 
     /// A service with systemd's defaults running `argv`.
-    pub fn new(name: &str, argv: Vec<String>) -> Self {
+    pub fn new(name: &str, argv: Vec<OsString>) -> Self {
         Self {
             name: name.to_string(),
             exec_start: argv,
@@ -173,7 +175,7 @@ impl ServiceSpec {
 
     /// The service `main` of nitro-cli's `/cmd`: exactly the C init's single
     /// child, whose end ends the enclave.
-    pub fn legacy_main(argv: Vec<String>) -> Self {
+    pub fn legacy_main(argv: Vec<OsString>) -> Self {
         Self {
             stdout: Output::Console,
             stderr: Output::Console,
@@ -184,7 +186,7 @@ impl ServiceSpec {
     }
 
     /// The service `main` of `enclave-init --no-boot -- CMD`: tini-style.
-    pub fn command_main(argv: Vec<String>) -> Self {
+    pub fn command_main(argv: Vec<OsString>) -> Self {
         Self {
             stdout: Output::Console,
             stderr: Output::Console,
@@ -418,14 +420,14 @@ fn apply(
         "Group" => spec.group = Some(user_or_group(v)?),
         "Type" => spec.service_type = toml_keys::choice(v, TYPES)?,
         "RemainAfterExit" => spec.remain_after_exit = toml_keys::boolean(v)?,
-        "TimeoutStartSec" => spec.timeout_start = toml_keys::duration(v)?,
+        "TimeoutStartSec" => spec.timeout_start = zero_is_infinity(toml_keys::duration(v)?),
         "Restart" => spec.restart = toml_keys::choice(v, RESTARTS)?,
         "RestartSec" => spec.restart_sec = toml_keys::duration(v)?,
         "RestartSteps" => spec.restart_steps = toml_keys::unsigned(v, 3000)?,
         "RestartMaxDelaySec" => spec.restart_max_delay = Some(toml_keys::duration(v)?),
         "StartLimitBurst" => spec.start_limit_burst = toml_keys::unsigned(v, i64::from(u32::MAX))?,
         "StartLimitIntervalSec" => spec.start_limit_interval = toml_keys::duration(v)?,
-        "TimeoutStopSec" => spec.timeout_stop = Some(toml_keys::duration(v)?),
+        "TimeoutStopSec" => spec.timeout_stop = Some(zero_is_infinity(toml_keys::duration(v)?)),
         "KillSignal" => spec.kill_signal = signal(v)?,
         "KillMode" => spec.kill_mode = toml_keys::choice(v, KILL_MODES)?,
         "LimitNOFILE" => set_limit(spec, Resource::NoFile, v)?,
@@ -453,8 +455,20 @@ fn apply(
     Ok(true)
 }
 
+/// systemd's timeouts: `0` disables the timeout, as `infinity` does
+/// (systemd.service(5), `TimeoutStartSec=`, `TimeoutStopSec=`). Debian's
+/// own redis unit sets `TimeoutStopSec=0`: read as "SIGKILL at once", redis
+/// would be killed before it saves.
+pub fn zero_is_infinity(d: Duration) -> Duration {
+    if d.is_zero() {
+        Duration::MAX
+    } else {
+        d
+    }
+}
+
 /// A string is split like a shell splits words; an array is argv as is.
-fn exec_start(value: &toml::Value) -> Result<Vec<String>, String> {
+fn exec_start(value: &toml::Value) -> Result<Vec<OsString>, String> {
     let argv = match value {
         toml::Value::String(s) => words::split(s)?,
         toml::Value::Array(_) => toml_keys::strings(value)?,
@@ -468,7 +482,7 @@ fn exec_start(value: &toml::Value) -> Result<Vec<String>, String> {
     match argv.first() {
         None => Err("empty command".into()),
         Some(program) if program.is_empty() => Err("empty program name".into()),
-        Some(_) => Ok(argv),
+        Some(_) => Ok(argv.into_iter().map(OsString::from).collect()),
     }
 }
 
@@ -486,7 +500,7 @@ fn commands(value: &toml::Value) -> Result<Vec<Command>, String> {
                 return Err(format!("command {}: empty command", i + 1));
             }
             Ok(Command {
-                argv,
+                argv: argv.into_iter().map(OsString::from).collect(),
                 ignore_failure,
             })
         })
@@ -710,6 +724,10 @@ pub struct Loaded {
     /// Names whose file exists but could not be loaded.
     pub broken: Vec<String>,
     pub diagnostics: Vec<Diagnostic>,
+    /// The directory does not exist (the caller decides whether that is
+    /// an error: the default one may be absent when `/cmd` gives the
+    /// command).
+    pub missing: bool,
 }
 
 /// Reads every `*.service` of `dir`, sorted by name. A missing directory is
@@ -718,7 +736,10 @@ pub fn load_dir(dir: &Path) -> Loaded {
     let mut loaded = Loaded::default();
     let read = match std::fs::read_dir(dir) {
         Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return loaded,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            loaded.missing = true;
+            return loaded;
+        }
         Err(e) => {
             loaded.diagnostics.push(Diagnostic::error(
                 dir,
@@ -772,19 +793,33 @@ pub fn load_dir(dir: &Path) -> Loaded {
     }
     files.sort();
     for (name, path) in files {
-        match read_file(&path) {
-            Ok(text) => {
-                let (result, diags) = parse(&path, &name, &text);
+        // A panic in the parser (or in a crate it uses) costs this one
+        // file, never the others nor init.
+        let result = crate::panics::catch(|| {
+            crate::fault::point("load", &name);
+            read_file(&path).map(|text| parse(&path, &name, &text))
+        });
+        match result {
+            Ok(Ok((result, diags))) => {
                 loaded.diagnostics.extend(diags);
                 match result {
                     Ok(spec) => loaded.services.push(spec),
                     Err(()) => loaded.broken.push(name),
                 }
             }
-            Err(reason) => {
+            Ok(Err(reason)) => {
                 loaded
                     .diagnostics
                     .push(Diagnostic::error(&path, None, None, reason));
+                loaded.broken.push(name);
+            }
+            Err(panic) => {
+                loaded.diagnostics.push(Diagnostic::error(
+                    &path,
+                    None,
+                    None,
+                    format!("internal error while reading it: {panic}"),
+                ));
                 loaded.broken.push(name);
             }
         }
@@ -792,20 +827,16 @@ pub fn load_dir(dir: &Path) -> Loaded {
     loaded
 }
 
-/// Reads a service file with a bound on its size; the error is the reason.
+/// Reads a service file: bounded, never blocking (see [`crate::files`]);
+/// the error is the reason.
 fn read_file(path: &Path) -> Result<String, String> {
-    const MAX: u64 = 1 << 20;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
-    if meta.is_dir() {
-        return Err("is a directory, not a service file".into());
-    }
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    if meta.len() > MAX {
-        return Err(format!("file is larger than {MAX} bytes"));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let bytes = crate::files::read(path, crate::files::MAX).map_err(|e| match e {
+        crate::files::ReadError::NotRegular("a directory") => {
+            "is a directory, not a service file".to_string()
+        }
+        crate::files::ReadError::Io(e) => format!("cannot read: {e}"),
+        other => other.to_string(),
+    })?;
     if bytes.contains(&0) {
         return Err("binary file (contains NUL bytes), not a service file".into());
     }

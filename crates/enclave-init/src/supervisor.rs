@@ -6,9 +6,9 @@
 //! [`lifecycle::Event`]s and carries out the [`lifecycle::Action`]s. It is
 //! the only place that waits for children (the one reaper).
 
-use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::panic::AssertUnwindSafe;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,11 +19,15 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 
 use crate::config::{Config, Level};
 use crate::console;
-use crate::control::{self, Control};
+use crate::control::{self, Control, Token};
+use crate::duration;
 use crate::graph::{self, DepState, Deps, Gate};
-use crate::lifecycle::{Action, Event, Exit, Life, Pid, Proc, State};
+use crate::lifecycle::{Action, Event, Exit, Failure, Life, Pid, Proc, State};
 use crate::notify::NotifySocket;
 use crate::output::{LineSplitter, Lines, LogRing};
+use crate::panics;
+use crate::proto::Response;
+use crate::ratelimit::RateLimit;
 use crate::spawn;
 use crate::spec::{self, EndAction, ServiceSpec, ServiceType};
 use crate::sys;
@@ -51,8 +55,8 @@ pub enum Ending {
 pub struct Settings {
     pub mode: Mode,
     pub config: Config,
-    /// `/env` in boot mode, init's own environment otherwise.
-    pub base_env: Vec<(String, String)>,
+    /// `/env` in boot mode, init's own environment otherwise; bytes.
+    pub base_env: Vec<(OsString, OsString)>,
     /// Root for `/etc/passwd` and `/etc/group` lookups.
     pub root: PathBuf,
     /// `main` of `/cmd` or of `-- CMD`, beside the service files.
@@ -63,6 +67,9 @@ pub struct Settings {
     /// A cgroup v2 hierarchy to track `KillMode=control-group` services in
     /// (boot mode with `cgroups = "v2"`); process groups otherwise.
     pub cgroup_root: Option<PathBuf>,
+    /// The `RLIMIT_NOFILE` init was given (soft, hard), which services
+    /// keep unless `LimitNOFILE` says otherwise; init raised its own.
+    pub nofile: Option<(u64, u64)>,
 }
 
 /// One service's runtime record.
@@ -129,7 +136,8 @@ impl Service {
     }
 }
 
-/// An output pipe of one spawned process.
+/// An output pipe of one spawned process. Known by a token that is never
+/// reused (see [`TOKEN_PIPE`]).
 struct Pipe {
     fd: OwnedFd,
     service: String,
@@ -153,15 +161,29 @@ struct Shutdown {
     ending: Ending,
     phase: ShutdownPhase,
     deadline: Option<Instant>,
+    /// `shutdown.final_timeout` after the start; `None`: no bound, or
+    /// already past it.
+    final_deadline: Option<Instant>,
 }
 
+// epoll tokens. The loop's own fds have fixed ones; pipes and control
+// clients have their kind in the top 16 bits and a serial that is never
+// reused below it. Not fd numbers: the kernel reuses a number as soon as
+// it is closed, so an event read in the same batch for a pipe closed a
+// moment before would reach whatever got its number.
 const TOKEN_SIGNAL: u64 = 1;
 const TOKEN_TIMER: u64 = 2;
 const TOKEN_CONSOLE: u64 = 3;
 const TOKEN_NOTIFY: u64 = 4;
 const TOKEN_CONTROL: u64 = 5;
-const TOKEN_PIPE: u64 = 1 << 32;
-const TOKEN_CLIENT: u64 = 2 << 32;
+const TOKEN_KIND: u64 = 0xffff << 48;
+const TOKEN_PIPE: u64 = 1 << 48;
+const TOKEN_CLIENT: u64 = 2 << 48;
+/// Notify warnings: a few per interval, then a count.
+const NOTIFY_WARNINGS: (Duration, u32) = (Duration::from_secs(5), 5);
+/// Recoveries in a row (each after a panic) before init gives up on
+/// going on and ends in order.
+const MAX_RECOVERIES: u32 = 10;
 
 pub struct Supervisor {
     pub settings: Settings,
@@ -174,7 +196,8 @@ pub struct Supervisor {
     pub services: BTreeMap<String, Service>,
     /// Every live process init started, by pid: its service.
     procs: HashMap<Pid, String>,
-    pipes: HashMap<RawFd, Pipe>,
+    pipes: HashMap<u64, Pipe>,
+    next_pipe_serial: u64,
     /// Scratch space of `read_pipe`, kept from read to read.
     read_buf: Vec<u8>,
     lines: Lines,
@@ -186,6 +209,14 @@ pub struct Supervisor {
     is_pid1: bool,
     /// Something changed that the dependency scheduler must look at.
     dirty: bool,
+    /// A handler panicked: check init's view against the world before
+    /// going on (see [`Supervisor::recover`]).
+    recovering: bool,
+    recoveries_in_a_row: u32,
+    /// Warnings about datagrams from processes of no notify service.
+    foreign_notify: RateLimit,
+    /// Warnings about notify messages that are not sd_notify's format.
+    garbage_notify: RateLimit,
 }
 
 /// Builds the error of a failed setup step: `epoll_create: ...`.
@@ -241,6 +272,7 @@ impl Supervisor {
             services: BTreeMap::new(),
             procs: HashMap::new(),
             pipes: HashMap::new(),
+            next_pipe_serial: 0,
             read_buf: Vec::new(),
             lines: Lines::default(),
             notify: None,
@@ -250,6 +282,10 @@ impl Supervisor {
             has_children: true,
             is_pid1,
             dirty: false,
+            recovering: false,
+            recoveries_in_a_row: 0,
+            foreign_notify: RateLimit::new(NOTIFY_WARNINGS.0, NOTIFY_WARNINGS.1),
+            garbage_notify: RateLimit::new(NOTIFY_WARNINGS.0, NOTIFY_WARNINGS.1),
         };
         if let Some(fd) = supervisor.console_fd {
             // EPERM for regular files: those never block, no need to watch.
@@ -285,7 +321,7 @@ impl Supervisor {
                 ),
             ),
         }
-        match Control::bind(&socket_path) {
+        match Control::bind(&socket_path, TOKEN_CLIENT) {
             Ok(ctl) if self.watch(ctl.listener_fd(), TOKEN_CONTROL, "control socket") => {
                 self.control = Some(ctl)
             }
@@ -314,62 +350,199 @@ impl Supervisor {
         }
     }
 
-    /// Loads the services and supervises until init must end.
+    /// Loads the services and supervises until init must end. A panic
+    /// anywhere in here is caught: the loop checks its view of services
+    /// and processes against the world and goes on.
     pub fn run(&mut self) -> Ending {
-        self.load_initial();
+        if panics::guarded("loading the services", || self.load_initial()).is_none() {
+            self.recovering = true;
+        }
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
-            self.guard("scheduling", |s| {
-                if s.dirty {
-                    s.schedule();
+            match panics::catch(|| self.turn(&mut events)) {
+                Ok(Some(ending)) => return ending,
+                Ok(None) => {}
+                Err(text) => {
+                    console::log(
+                        Level::Error,
+                        &format!("internal error in the event loop: {text}; carrying on"),
+                    );
+                    self.recovering = true;
                 }
-                s.progress_shutdown();
-            });
-            if let Some(ending) = self.finished.take() {
-                return ending;
-            }
-            self.guard("control", |s| {
-                if let Some(ctl) = s.control.as_mut() {
-                    if ctl.has_waiting() {
-                        ctl.settle_waiting(&s.services, &s.epoll);
-                    }
-                }
-            });
-            self.guard("console", Self::flush_console);
-            self.arm_timer();
-            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    // Nothing sensible to do but try again; never spin hard.
-                    console::log(Level::Error, &format!("epoll_wait: {e}"));
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            };
-            for event in events.iter().take(n) {
-                let (token, flags) = (event.data(), event.events());
-                self.guard("event", |s| s.dispatch(token, flags));
             }
         }
     }
 
-    /// Runs one handler; a panic in it is logged and the loop goes on.
+    /// One turn of the loop: settle what changed, wait, handle the events.
+    fn turn(&mut self, events: &mut [EpollEvent]) -> Option<Ending> {
+        if self.recovering {
+            self.recover();
+        } else {
+            self.recoveries_in_a_row = 0;
+        }
+        self.guard("scheduling", |s| {
+            if s.dirty {
+                s.schedule();
+            }
+            s.progress_shutdown();
+        });
+        if let Some(ending) = self.finished.take() {
+            return Some(ending);
+        }
+        self.guard("control", |s| {
+            if let Some(ctl) = s.control.as_mut() {
+                if ctl.has_waiting() {
+                    ctl.settle_waiting(&s.services, &s.epoll);
+                }
+            }
+        });
+        self.guard("console", Self::flush_console);
+        self.arm_timer();
+        let n = match self.epoll.wait(events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => return None,
+            Err(e) => {
+                // Nothing sensible to do but try again; never spin hard.
+                console::log(Level::Error, &format!("epoll_wait: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                return None;
+            }
+        };
+        for event in events.iter().take(n) {
+            let (token, flags) = (event.data(), event.events());
+            self.guard("event", |s| s.dispatch(token, flags));
+        }
+        None
+    }
+
+    /// Runs one handler; a panic in it is logged, and the next turn checks
+    /// init's view before going on.
     fn guard(&mut self, what: &str, f: impl FnOnce(&mut Self)) {
-        guarded(what, || f(self));
+        if panics::guarded(what, || f(self)).is_none() {
+            self.recovering = true;
+        }
+    }
+
+    /// After a panic: whatever the handler left undone is found again from
+    /// the world. Exits it had not reaped are reaped; the timer is armed
+    /// anew (a deadline it consumed fires again); and every service whose
+    /// record no longer names exactly the processes init knows it has
+    /// (an exit or a start lost half-way) is put in a state that is true:
+    /// its processes are killed and it is `failed`, saying why. If the
+    /// recovery itself keeps failing, init ends in order.
+    fn recover(&mut self) {
+        self.recovering = false;
+        self.recoveries_in_a_row += 1;
+        if self.recoveries_in_a_row > MAX_RECOVERIES {
+            let ending = match self.settings.mode {
+                Mode::Boot => Ending::Poweroff,
+                Mode::NoBoot => Ending::Exit(70),
+            };
+            if self.recoveries_in_a_row > 2 * MAX_RECOVERIES {
+                console::log(
+                    Level::Error,
+                    "internal errors keep coming while shutting down; ending now",
+                );
+                self.finished = Some(ending);
+                return;
+            }
+            self.begin_shutdown(
+                ending,
+                &format!("{MAX_RECOVERIES} internal errors in a row: init cannot go on safely"),
+            );
+        }
+        self.timer_armed = None;
+        self.reap();
+        let mut known: BTreeMap<&str, BTreeSet<Pid>> = BTreeMap::new();
+        for (pid, name) in &self.procs {
+            known.entry(name.as_str()).or_default().insert(*pid);
+        }
+        let untrue: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(name, svc)| {
+                let claimed: BTreeSet<Pid> = svc.life.state.pids().into_iter().collect();
+                known.get(name.as_str()).cloned().unwrap_or_default() != claimed
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        let strays: Vec<(Pid, String)> = self
+            .procs
+            .iter()
+            .filter(|(_, name)| !self.services.contains_key(name.as_str()))
+            .map(|(pid, name)| (*pid, name.clone()))
+            .collect();
+        for (pid, name) in strays {
+            self.procs.remove(&pid);
+            signal_process(&name, pid, true, libc::SIGKILL);
+        }
+        for name in untrue {
+            self.quarantine(&name, "its record no longer matched its processes");
+        }
+        self.dirty = true;
+    }
+
+    /// Makes a service whose handling failed true again: its processes
+    /// get SIGKILL (they are reaped as orphans), it is `failed` with the
+    /// reason, what requires it is stopped, and its `FailureAction` applies.
+    fn quarantine(&mut self, name: &str, why: &str) {
+        console::log(
+            Level::Error,
+            &format!("{name}: internal error: {why}; killing its processes; it is failed"),
+        );
+        let mut pids: BTreeSet<Pid> = self
+            .procs
+            .iter()
+            .filter(|(_, n)| n.as_str() == name)
+            .map(|(p, _)| *p)
+            .collect();
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
+        pids.extend(svc.life.state.pids());
+        if let State::Stopping { group: Some(g), .. } = svc.life.state {
+            pids.insert(g);
+        }
+        let before = svc.life.state.clone();
+        svc.start_pending = false;
+        svc.stop_pending = false;
+        svc.restart_pending = false;
+        svc.waiting_for = None;
+        svc.life
+            .fail(Failure::Internal(why.to_string()), Instant::now());
+        let action = svc.spec.failure_action;
+        for pid in pids {
+            self.procs.remove(&pid);
+            self.signal_service(name, pid, true, libc::SIGKILL);
+        }
+        self.after_transition(name, &before);
+        self.end_action(name, action, 1);
     }
 
     fn dispatch(&mut self, token: u64, flags: EpollFlags) {
         match token {
             TOKEN_SIGNAL => self.on_signals(),
             TOKEN_TIMER => self.on_timer(),
-            TOKEN_CONSOLE => self.flush_console(),
+            TOKEN_CONSOLE => self.on_console(flags),
             TOKEN_NOTIFY => self.on_notify(),
             TOKEN_CONTROL => self.on_control_accept(),
-            t if t & TOKEN_CLIENT != 0 => self.on_control_client((t & 0xffff_ffff) as RawFd, flags),
-            t if t & TOKEN_PIPE != 0 => self.on_pipe((t & 0xffff_ffff) as RawFd),
+            t if t & TOKEN_KIND == TOKEN_CLIENT => self.on_control_client(t, flags),
+            t if t & TOKEN_KIND == TOKEN_PIPE => self.on_pipe(t),
             other => console::log(Level::Warn, &format!("event for unknown token {other}")),
         }
+    }
+
+    /// The console became writable, or its reader is gone for good.
+    fn on_console(&mut self, flags: EpollFlags) {
+        if flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
+            if let Some(fd) = self.console_fd.take() {
+                let _ = self.epoll.delete(console_borrow(fd));
+            }
+            console::mark_gone();
+            self.console_watched = false;
+            return;
+        }
+        self.flush_console();
     }
 
     // ---- loading ----
@@ -379,8 +552,23 @@ impl Supervisor {
         let mut specs = Vec::new();
         let mut broken = Vec::new();
         if self.settings.load_service_dir {
-            let loaded = spec::load_dir(&self.settings.config.services.dir);
+            let dir = &self.settings.config.services.dir;
+            let loaded = spec::load_dir(dir);
             report_diagnostics(&loaded.diagnostics);
+            // The default directory may be absent when `/cmd` or `-- CMD`
+            // gives the command; any other missing one is a mistake to name.
+            if loaded.missing
+                && (self.settings.extra_services.is_empty()
+                    || dir.as_path() != Path::new(crate::config::DEFAULT_SERVICE_DIR))
+            {
+                console::log(
+                    Level::Error,
+                    &format!(
+                        "service directory {}: No such file or directory",
+                        dir.display()
+                    ),
+                );
+            }
             specs = loaded.services;
             broken = loaded.broken;
         }
@@ -471,8 +659,18 @@ impl Supervisor {
 
     // ---- events to services ----
 
-    /// Hands one event to a service and carries out what it decides.
+    /// Hands one event to a service and carries out what it decides. A
+    /// panic on the way (in the state machine or in carrying out its
+    /// actions) fails that service alone, in a state that is true
+    /// ([`Supervisor::quarantine`]).
     fn deliver(&mut self, name: &str, event: Event) {
+        let what = event.name();
+        if let Err(text) = panics::catch(|| self.deliver_unguarded(name, event)) {
+            self.quarantine(name, &format!("a panic while handling {what}: {text}"));
+        }
+    }
+
+    fn deliver_unguarded(&mut self, name: &str, event: Event) {
         let now = Instant::now();
         let Some(svc) = self.services.get_mut(name) else {
             return;
@@ -498,6 +696,7 @@ impl Supervisor {
             match action {
                 Action::Spawn(proc) => {
                     let result = self.spawn(name, proc);
+                    crate::fault::point("deliver", name);
                     if let Some(svc) = self.services.get_mut(name) {
                         queue.extend(svc.life.handle(&svc.spec, result, Instant::now()));
                     }
@@ -774,6 +973,7 @@ impl Supervisor {
             return Err(message);
         }
         let loaded = spec::load_dir(&dir);
+        crate::fault::point("reload", "");
         report_diagnostics(&loaded.diagnostics);
         report.errors.extend(
             loaded
@@ -828,13 +1028,15 @@ impl Supervisor {
         for (name, mut spec) in fresh {
             match self.services.get_mut(&name) {
                 Some(svc) => {
-                    let mut current = svc.spec.clone();
-                    current.timeout_stop = spec.timeout_stop.or(current.timeout_stop);
                     spec.timeout_stop
                         .get_or_insert(self.settings.config.shutdown.timeout);
-                    if svc.spec != spec {
+                    // Against what the next start would use: a file changed
+                    // and changed back is a change too (back to the spec in
+                    // use, so nothing is left pending).
+                    let effective = svc.next_spec.as_ref().unwrap_or(&svc.spec);
+                    if *effective != spec {
                         report.changed.push(name.clone());
-                        svc.next_spec = Some(spec);
+                        svc.next_spec = (svc.spec != spec).then_some(spec);
                     }
                 }
                 None => {
@@ -900,14 +1102,14 @@ impl Supervisor {
                 transient: false,
             };
         };
-        let mut extra = Vec::new();
+        let mut extra: Vec<spawn::Var> = Vec::new();
         if proc == Proc::Main && spec.service_type == ServiceType::Notify {
             if let Some(sock) = &self.notify {
-                extra.push(("NOTIFY_SOCKET".to_string(), sock.path.display().to_string()));
+                extra.push(("NOTIFY_SOCKET".into(), sock.path.clone().into_os_string()));
             }
         }
         if let (Proc::Stop(_), Some(pid)) = (proc, svc.life.state.main_pid()) {
-            extra.push(("MAINPID".to_string(), pid.to_string()));
+            extra.push(("MAINPID".into(), pid.to_string().into()));
         }
         let launch = match spawn::prepare(
             &self.settings.root,
@@ -915,6 +1117,7 @@ impl Supervisor {
             spec,
             argv,
             &extra,
+            self.settings.nofile,
         ) {
             Ok(l) => l,
             Err(e) => {
@@ -957,7 +1160,17 @@ impl Supervisor {
             }
         };
         match spawn::start(launch, stdout, stderr) {
-            Ok(pid) => {
+            Ok(started) => {
+                let pid = started.pid;
+                if let Some(e) = started.cgroup_error {
+                    console::log(
+                        Level::Warn,
+                        &format!(
+                            "{name}: could not join cgroup {}: {e}; pid {pid} is tracked by its process group",
+                            self.cgroup_of(name).unwrap_or_default().display()
+                        ),
+                    );
+                }
                 self.forget_stale_group(pid);
                 self.procs.insert(pid, name.to_string());
                 self.has_children = true;
@@ -990,8 +1203,8 @@ impl Supervisor {
     }
 
     fn watch_pipe(&mut self, fd: OwnedFd, name: &str, pid: Pid) {
-        let raw = fd.as_raw_fd();
-        let token = TOKEN_PIPE | raw as u64;
+        self.next_pipe_serial += 1;
+        let token = TOKEN_PIPE | (self.next_pipe_serial & !TOKEN_KIND);
         if let Err(e) = self
             .epoll
             .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
@@ -1003,7 +1216,7 @@ impl Supervisor {
             return;
         }
         self.pipes.insert(
-            raw,
+            token,
             Pipe {
                 fd,
                 service: name.to_string(),
@@ -1014,18 +1227,20 @@ impl Supervisor {
         );
     }
 
-    fn on_pipe(&mut self, raw: RawFd) {
+    fn on_pipe(&mut self, token: u64) {
         // Bounded work per wakeup keeps one chatty service from starving
         // the others; epoll is level-triggered and calls again.
-        self.read_pipe(raw, 4);
+        self.read_pipe(token, 4);
     }
 
     /// Reads at most `budget` chunks of one output pipe; closes it at EOF.
-    fn read_pipe(&mut self, raw: RawFd, budget: usize) {
+    fn read_pipe(&mut self, token: u64, budget: usize) {
         const CHUNK: usize = 64 * 1024;
-        let Some(pipe) = self.pipes.get_mut(&raw) else {
+        let Some(pipe) = self.pipes.get_mut(&token) else {
+            // Closed earlier in the same batch of events.
             return;
         };
+        crate::fault::point("pipe", &pipe.service);
         let mut buf = std::mem::take(&mut self.read_buf);
         buf.resize(CHUNK, 0);
         let mut lines = std::mem::take(&mut self.lines);
@@ -1055,7 +1270,7 @@ impl Supervisor {
         self.read_buf = buf;
         self.lines = lines;
         if closed {
-            if let Some(pipe) = self.pipes.remove(&raw) {
+            if let Some(pipe) = self.pipes.remove(&token) {
                 let _ = self.epoll.delete(pipe.fd.as_fd());
             }
         }
@@ -1069,13 +1284,14 @@ impl Supervisor {
         if let Some(svc) = self.services.get_mut(service) {
             svc.logs.push_lines(SystemTime::now(), pid, lines);
             if let Some(ctl) = self.control.as_mut() {
-                ctl.new_lines(service, &svc.logs, &self.epoll);
+                ctl.pump(Some(service), &self.services, &self.epoll);
             }
         }
     }
 
     /// The one reaper: every exited child, routed to its service.
     fn reap(&mut self) {
+        crate::fault::point("reap", "");
         let mut exits = Vec::new();
         loop {
             match sys::reap_one() {
@@ -1092,12 +1308,28 @@ impl Supervisor {
                 }
             }
         }
-        // Decide about groups only after every zombie is gone, so that a
-        // group of zombies does not count as alive.
-        for (pid, exit) in exits {
-            match self.procs.remove(&pid) {
-                Some(name) => {
-                    let group_alive = self.group_exists(&name, pid);
+        // Every reaped pid is routed, and its group looked at, before any
+        // exit is delivered: delivering one can start a process at once,
+        // and the kernel may give it the pid (and so the process group) of
+        // a later exit of this same batch, freed by the reaping above. That
+        // exit must still reach its own service, and must not see the new
+        // process as its group. (Groups are looked at only after every
+        // zombie is gone, so that a group of zombies is not alive.)
+        // (pid, exit, its service and whether its group lives on)
+        type Routed = (Pid, Exit, Option<(String, bool)>);
+        let routed: Vec<Routed> = exits
+            .into_iter()
+            .map(|(pid, exit)| {
+                let owner = self.procs.remove(&pid).map(|name| {
+                    let alive = self.group_exists(&name, pid);
+                    (name, alive)
+                });
+                (pid, exit, owner)
+            })
+            .collect();
+        for (pid, exit, owner) in routed {
+            match owner {
+                Some((name, group_alive)) => {
                     self.deliver(
                         &name,
                         Event::Exited {
@@ -1195,6 +1427,7 @@ impl Supervisor {
         let mut buf = [0u8; 8];
         let _ = sys::read(self.timer.as_fd(), &mut buf);
         self.timer_armed = None;
+        crate::fault::point("timer", "");
         let now = Instant::now();
         let due: Vec<String> = self
             .services
@@ -1205,8 +1438,24 @@ impl Supervisor {
         for name in due {
             self.deliver(&name, Event::Deadline);
         }
-        if let Some(ctl) = self.control.as_mut() {
-            ctl.on_deadline(now, &self.epoll);
+        self.with_control(|ctl, sup| ctl.on_deadline(now, &sup.epoll, TOKEN_CONTROL));
+        if let Some(n) = self.foreign_notify.take_suppressed(now) {
+            console::log(
+                Level::Warn,
+                &format!(
+                    "notify: {n} messages from processes of no Type=notify service suppressed in the last {}",
+                    duration::format(self.foreign_notify.interval())
+                ),
+            );
+        }
+        if let Some(n) = self.garbage_notify.take_suppressed(now) {
+            console::log(
+                Level::Warn,
+                &format!(
+                    "notify: {n} garbage messages suppressed in the last {}",
+                    duration::format(self.garbage_notify.interval())
+                ),
+            );
         }
         self.progress_shutdown();
     }
@@ -1216,9 +1465,20 @@ impl Supervisor {
             .services
             .values()
             .filter_map(|s| s.life.state.deadline());
-        let shutdown = self.shutdown.as_ref().and_then(|s| s.deadline);
+        let shutdown = self
+            .shutdown
+            .as_ref()
+            .into_iter()
+            .flat_map(|s| s.deadline.into_iter().chain(s.final_deadline));
         let control = self.control.as_ref().and_then(Control::deadline);
-        services.chain(shutdown).chain(control).min()
+        let warnings = [&self.foreign_notify, &self.garbage_notify]
+            .into_iter()
+            .filter_map(RateLimit::deadline);
+        services
+            .chain(shutdown)
+            .chain(control)
+            .chain(warnings)
+            .min()
     }
 
     fn arm_timer(&mut self) {
@@ -1262,17 +1522,25 @@ impl Supervisor {
 
     fn on_notify_message(&mut self, message: crate::notify::Message) {
         let pid = message.pid;
+        crate::fault::point("notify", "");
+        // Anyone may send to the socket (services run as any user): the
+        // warnings are rate-limited, so that a flood costs init neither its
+        // CPU nor its own lines on a slow console.
         let Some(name) = self.service_of_process(pid) else {
-            console::log(Level::Warn, &format!("notify: ignoring a message from pid {pid}: not a process of a Type=notify service"));
+            if self.foreign_notify.allow(Instant::now()) {
+                console::log(Level::Warn, &format!("notify: ignoring a message from pid {pid}: not a process of a Type=notify service"));
+            }
             return;
         };
         let fields = match message.body {
             Ok(f) => f,
             Err(reason) => {
-                console::log(
-                    Level::Warn,
-                    &format!("{name}: notify: ignoring garbage from pid {pid}: {reason}"),
-                );
+                if self.garbage_notify.allow(Instant::now()) {
+                    console::log(
+                        Level::Warn,
+                        &format!("{name}: notify: ignoring garbage from pid {pid}: {reason}"),
+                    );
+                }
                 return;
             }
         };
@@ -1313,22 +1581,53 @@ impl Supervisor {
     // ---- control socket ----
 
     fn on_control_accept(&mut self) {
-        if let Some(ctl) = self.control.as_mut() {
-            ctl.accept(&self.epoll, TOKEN_CLIENT);
-        }
+        self.with_control(|ctl, sup| ctl.accept(&sup.epoll));
     }
 
-    fn on_control_client(&mut self, fd: RawFd, flags: EpollFlags) {
+    fn on_control_client(&mut self, token: Token, flags: EpollFlags) {
+        self.with_control(|ctl, sup| {
+            let requests = ctl.on_client_event(token, flags, &sup.epoll);
+            for (client, request) in requests {
+                let what = request.as_ref().map_or_else(
+                    |_| "a bad control request".to_string(),
+                    |r| format!("control request {}", r.command.name()),
+                );
+                let reply = match panics::catch(|| control::execute(sup, ctl, client, request)) {
+                    Ok(reply) => reply,
+                    Err(text) => {
+                        console::log(
+                            Level::Error,
+                            &format!("internal error while handling {what}: {text}; carrying on"),
+                        );
+                        sup.recovering = true;
+                        Some(Response::Error {
+                            message: format!("internal error in init: {text}"),
+                        })
+                    }
+                };
+                ctl.reply(client, reply, &sup.epoll);
+            }
+            ctl.pump(None, &sup.services, &sup.epoll);
+            ctl.settle_waiting(&sup.services, &sup.epoll);
+        });
+    }
+
+    /// Runs `f` with the control server taken out of the supervisor (a
+    /// request may change the supervisor) and always puts it back, panic
+    /// or not: the control socket outlives any request.
+    fn with_control(&mut self, f: impl FnOnce(&mut Control, &mut Self)) {
         let Some(mut ctl) = self.control.take() else {
             return;
         };
-        let requests = ctl.on_client_event(fd, flags, &self.epoll);
-        for (client, request) in requests {
-            let reply = control::execute(self, &mut ctl, client, request);
-            ctl.reply(client, reply, &self.epoll);
-        }
-        ctl.settle_waiting(&self.services, &self.epoll);
+        let result = panics::catch(|| f(&mut ctl, self));
         self.control = Some(ctl);
+        if let Err(text) = result {
+            console::log(
+                Level::Error,
+                &format!("internal error while serving the control socket: {text}; carrying on"),
+            );
+            self.recovering = true;
+        }
     }
 
     // ---- ends ----
@@ -1367,10 +1666,12 @@ impl Supervisor {
             Level::Info,
             &format!("shutting down ({}): {reason}", ending_name(&ending)),
         );
+        let now = Instant::now();
         self.shutdown = Some(Shutdown {
             ending,
             phase: ShutdownPhase::Services,
             deadline: None,
+            final_deadline: now.checked_add(self.settings.config.shutdown.final_timeout),
         });
         self.dirty = true;
     }
@@ -1380,6 +1681,28 @@ impl Supervisor {
             return;
         };
         let now = Instant::now();
+        if shutdown.final_deadline.is_some_and(|d| d <= now) {
+            // A service that never dies (TimeoutStopSec=infinity, a process
+            // stuck in the kernel) must not keep the enclave from ending.
+            console::log(
+                Level::Warn,
+                &format!(
+                    "shutdown took longer than {}; sending SIGKILL to every remaining process",
+                    duration::format(self.settings.config.shutdown.final_timeout)
+                ),
+            );
+            self.signal_remaining(libc::SIGKILL);
+            if let Some(s) = self.shutdown.as_mut() {
+                s.final_deadline = None;
+                s.phase = ShutdownPhase::Kill;
+                s.deadline = now.checked_add(Duration::from_secs(5));
+            }
+            self.reap();
+            if !self.has_children {
+                self.finish();
+            }
+            return;
+        }
         match shutdown.phase {
             ShutdownPhase::Services => {
                 let busy = self
@@ -1466,10 +1789,10 @@ impl Supervisor {
     /// a pipe enlarged with F_SETPIPE_SZ). Everything is read (up to what a
     /// surviving writer has not written yet), partial lines included.
     fn drain_pipes(&mut self) {
-        let fds: Vec<RawFd> = self.pipes.keys().copied().collect();
-        for raw in fds {
-            self.read_pipe(raw, 1024);
-            if let Some(pipe) = self.pipes.get_mut(&raw) {
+        let tokens: Vec<u64> = self.pipes.keys().copied().collect();
+        for token in tokens {
+            self.read_pipe(token, 1024);
+            if let Some(pipe) = self.pipes.get_mut(&token) {
                 let mut lines = Lines::default();
                 lines.begin(&pipe.prefix);
                 pipe.splitter.finish(&mut lines);
@@ -1510,26 +1833,6 @@ impl Supervisor {
     }
 }
 
-/// Runs `f`; a panic in it is logged and becomes `None`, so that one bad
-/// event never ends PID 1.
-pub fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
-    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => Some(r),
-        Err(panic) => {
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            console::log(
-                Level::Error,
-                &format!("internal error while handling {what}: {text}; carrying on"),
-            );
-            None
-        }
-    }
-}
-
 /// The console fd lives in a static for the whole run of init.
 fn console_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
     // SAFETY: the fd belongs to the console module's static, which is never
@@ -1558,18 +1861,21 @@ impl Supervisor {
     fn signal_service(&self, name: &str, pid: Pid, group: bool, signal: i32) {
         if let (true, Some(dir)) = (group, self.cgroup_of(name)) {
             if dir.is_dir() {
-                if signal == libc::SIGKILL && std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
-                    console::log(
-                        Level::Debug,
-                        &format!("{name}: killed cgroup {}", dir.display()),
-                    );
-                    return;
+                if signal == libc::SIGKILL {
+                    if kill_cgroup(&dir).is_ok() {
+                        console::log(
+                            Level::Debug,
+                            &format!("{name}: killed cgroup {}", dir.display()),
+                        );
+                    }
+                } else {
+                    for member in cgroup_members(&dir) {
+                        let _ = sys::kill(member, signal);
+                    }
                 }
-                for member in cgroup_members(&dir) {
-                    let _ = sys::kill(member, signal);
-                }
-                // Members that share the main process's group but were not
-                // moved (a failed join) still get it the old way.
+                // Processes that could not join the cgroup (a failed join is
+                // logged at start) are still in the process group: it gets
+                // the signal too.
                 signal_process(name, pid, true, signal);
                 return;
             }
@@ -1583,6 +1889,15 @@ impl Supervisor {
             _ => group_exists(pgid),
         }
     }
+}
+
+/// `cgroup.kill` (Linux 5.14+): never created, only written if there.
+fn kill_cgroup(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.kill"))?
+        .write_all(b"1")
 }
 
 fn cgroup_members(dir: &Path) -> Vec<Pid> {
@@ -1692,32 +2007,6 @@ pub fn descendants(proc_path: &Path, root: Pid) -> Vec<Pid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    #[allow(clippy::panic)]
-    fn a_panicking_handler_is_survived() {
-        let mut handled = 0;
-        for event in 0..3 {
-            let result = guarded("event", || {
-                if event == 1 {
-                    panic!("boom in handler {event}");
-                }
-                event * 10
-            });
-            if let Some(v) = result {
-                handled += 1;
-                assert_eq!(v, event * 10);
-            }
-        }
-        assert_eq!(
-            handled, 2,
-            "the events before and after the panic were handled"
-        );
-        let text = guarded("text", || -> u8 {
-            std::panic::panic_any(String::from("owned message"))
-        });
-        assert_eq!(text, None);
-    }
 
     #[test]
     fn descendants_from_proc() {

@@ -54,10 +54,94 @@ pub fn set_child_subreaper() -> io::Result<()> {
 }
 
 /// Blocks every signal in init; they are read through a signalfd instead.
+/// The raw system call: glibc's `sigprocmask` leaves out the two signals
+/// it keeps for itself (32 and 33), which would then stay deliverable in
+/// init and in a child between clone and exec. Returns the set for the
+/// signalfd.
 pub fn block_all_signals() -> io::Result<nix::sys::signal::SigSet> {
-    let all = nix::sys::signal::SigSet::all();
-    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&all), None)?;
-    Ok(all)
+    let (all, old) = (&u64::MAX as *const u64, std::ptr::null_mut::<u64>());
+    // SAFETY: `all` points to a valid 8-byte mask, the kernel's size.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            all,
+            old,
+            8usize,
+        )
+    })?;
+    Ok(nix::sys::signal::SigSet::all())
+}
+
+/// Sets every signal's disposition to its default. Whoever started init
+/// may have left some ignored (an ignored SIGCHLD makes the kernel reap
+/// children itself, so init would never learn of an exit), and ignored
+/// dispositions survive exec.
+pub fn reset_signal_dispositions() {
+    for signal in 1..=64 {
+        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            set_default_disposition(signal);
+        }
+    }
+}
+
+/// Raises init's soft `RLIMIT_NOFILE` to its hard limit (a kernel-started
+/// PID 1 has 1024 of 4096: one output pipe per logged service would cap
+/// init near 1,000 services). Returns the limits init was given, which
+/// its services keep (as systemd does: programs that use `select` break
+/// above 1024).
+pub fn raise_nofile() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((soft, hard))
+}
+
+/// Marks every descriptor above 2 that init inherited close-on-exec, once
+/// at start, so that none can reach a service whatever the kernel: with
+/// `close_range` (Linux 5.11+), else through `/proc/self/fd`, else by
+/// trying each number below the descriptor limit.
+pub fn mark_inherited_fds_cloexec() {
+    // SAFETY: integers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == 0 {
+        return;
+    }
+    let set_cloexec = |fd: libc::c_int| {
+        // SAFETY: integers; EBADF for a number not open is harmless.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    };
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        let fds: Vec<libc::c_int> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd > 2)
+            .collect();
+        // The directory's own descriptor is among them, closed by now.
+        fds.into_iter().for_each(set_cloexec);
+        return;
+    }
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft)
+        .min(1 << 20) as libc::c_int;
+    (3..limit).for_each(set_cloexec);
+}
+
+fn check_long(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// Opens `path` for writing without ever blocking (console output).
@@ -192,8 +276,8 @@ impl ChildPlan {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         program: &std::path::Path,
-        argv: &[String],
-        env: &[(String, String)],
+        argv: &[std::ffi::OsString],
+        env: &[(std::ffi::OsString, std::ffi::OsString)],
         cwd: &std::path::Path,
         stdio: [Option<OwnedFd>; 3],
         identity: Option<Identity>,
@@ -211,11 +295,16 @@ impl ChildPlan {
         let path = |p: &std::path::Path| c(p.as_os_str().as_encoded_bytes().to_vec());
         let args: Vec<CString> = argv
             .iter()
-            .map(|a| c(a.clone().into_bytes()))
+            .map(|a| c(a.as_encoded_bytes().to_vec()))
             .collect::<io::Result<_>>()?;
         let vars: Vec<CString> = env
             .iter()
-            .map(|(k, v)| c(format!("{k}={v}").into_bytes()))
+            .map(|(k, v)| {
+                let mut var = k.as_encoded_bytes().to_vec();
+                var.push(b'=');
+                var.extend_from_slice(v.as_encoded_bytes());
+                c(var)
+            })
             .collect::<io::Result<_>>()?;
         let pointers = |strings: &[CString]| {
             strings
@@ -275,6 +364,73 @@ struct Shared {
     plan: *const ChildPlan,
     step: usize,
     errno: i32,
+    /// Joining the service's cgroup failed with this errno (0: it did not).
+    cgroup_errno: i32,
+}
+
+/// A started process.
+#[derive(Debug)]
+pub struct Started {
+    pub pid: i32,
+    /// Why it could not join its cgroup, when it could not: it is then
+    /// tracked by its process group only.
+    pub cgroup_error: Option<io::Error>,
+}
+
+/// The stack the child runs on between clone and exec: its own mapping,
+/// with a guard page below it, so that an overflow faults instead of
+/// writing over init's heap.
+pub struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    const SIZE: usize = 64 * 1024;
+
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: sysconf takes an integer.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let len = Self::SIZE + page;
+        // SAFETY: a fresh anonymous private mapping; no memory of ours is
+        // touched. Not populated: only the pages the child uses are faulted in.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Self { base, len };
+        // The lowest page: the guard (the stack grows down towards it).
+        // SAFETY: the first page of the mapping just made.
+        check(unsafe { libc::mprotect(base, page, libc::PROT_NONE) })?;
+        Ok(stack)
+    }
+
+    /// The top of the stack, 16-byte aligned, for clone.
+    fn top(&self) -> *mut libc::c_void {
+        let top = (self.base as usize + self.len) & !15;
+        top as *mut libc::c_void
+    }
+
+    /// The mapping's address range, guard page included.
+    pub fn range(&self) -> (usize, usize) {
+        (self.base as usize, self.base as usize + self.len)
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping `new` made, once.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
 }
 
 /// Starts the process: `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn`
@@ -283,29 +439,26 @@ struct Shared {
 /// child execs or exits. Returns its pid once exec succeeded; when a step
 /// failed, the child has exited and been reaped here, and the error names
 /// the step (`"exec"`, `"chdir"`, ...).
-pub fn spawn(plan: &ChildPlan) -> Result<i32, (&'static str, io::Error)> {
-    const STACK: usize = 64 * 1024;
-    // Uninitialised: a stack needs no zeroing (and a start no 64 KiB memset).
-    let mut stack: Vec<u8> = Vec::with_capacity(STACK);
+pub fn spawn(plan: &ChildPlan) -> Result<Started, (&'static str, io::Error)> {
+    let stack = ChildStack::new().map_err(|e| ("fork", e))?;
     let mut shared = Shared {
         plan,
         step: 0,
         errno: 0,
+        cgroup_errno: 0,
     };
-    // The stack grows down: pass its top, 16-byte aligned.
-    let top = stack.as_mut_ptr().wrapping_add(STACK) as usize & !15;
     // SAFETY: the child runs `child_main` on its own stack (`stack`, alive
     // until clone returns, which CLONE_VFORK makes after the child's exec
     // or exit) and, sharing init's memory, only reads `plan` and writes
-    // `shared.step`/`shared.errno` while init is suspended. It makes raw
-    // system calls only: no allocation, no locks, no libc state (errno
-    // aside, which init does not rely on across this call). Signals are
-    // blocked in init, so none is handled in the child before it resets
-    // their dispositions.
+    // `shared`'s fields while init is suspended. It makes raw system calls
+    // only: no allocation, no locks, no libc state (errno aside, which init
+    // does not rely on across this call). Every signal is blocked in init
+    // (by the raw system call, libc's own signals included), so none is
+    // handled in the child before it resets their dispositions.
     let pid = unsafe {
         libc::clone(
             child_main,
-            top as *mut libc::c_void,
+            stack.top(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&mut shared as *mut Shared).cast(),
         )
@@ -315,7 +468,11 @@ pub fn spawn(plan: &ChildPlan) -> Result<i32, (&'static str, io::Error)> {
         return Err(("fork", io::Error::last_os_error()));
     }
     if shared.step == 0 {
-        return Ok(pid);
+        return Ok(Started {
+            pid,
+            cgroup_error: (shared.cgroup_errno != 0)
+                .then(|| io::Error::from_raw_os_error(shared.cgroup_errno)),
+        });
     }
     // The child exited before exec: reap it here, before init's reaper
     // could mistake it for a service's process.
@@ -333,7 +490,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `Shared` of `spawn`, alive and not touched by
     // the suspended parent until this child execs or exits; its plan too.
     let plan = unsafe { &*(*shared).plan };
-    let step = child_steps(plan);
+    // SAFETY: as above; `cgroup_errno` is this child's to write.
+    let step = child_steps(plan, unsafe { &mut (*shared).cgroup_errno });
     // Only reached when a step failed (exec does not return on success).
     // SAFETY: as above; errno is read from this thread's (init's) TLS,
     // which only this child uses while init is suspended.
@@ -356,20 +514,25 @@ fn ok(ret: libc::c_long) -> bool {
 /// that failed (exec returning is a failure). Every call is a raw system
 /// call whose arguments are integers, or pointers into `plan` or to locals
 /// that stay valid for the call.
-fn child_steps(plan: &ChildPlan) -> usize {
+fn child_steps(plan: &ChildPlan, cgroup_errno: &mut i32) -> usize {
     if let Some(path) = &plan.cgroup_procs {
         // Join the service's cgroup before anything can fork. Writing "0"
         // moves the writer. A failure leaves the process group as the only
-        // tracking, which the supervisor still has; not worth a failed start.
+        // tracking: init logs it and signals the group as well.
         let flags = libc::O_WRONLY | libc::O_CLOEXEC;
         // SAFETY: path is a valid C string.
         let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags) };
+        // SAFETY: a static one-byte buffer; then closing our own fd.
+        let written =
+            fd >= 0 && unsafe { libc::syscall(libc::SYS_write, fd, b"0".as_ptr(), 1usize) } == 1;
+        if !written {
+            *cgroup_errno = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+        }
         if fd >= 0 {
-            // SAFETY: a static one-byte buffer; then closing our own fd.
-            unsafe {
-                libc::syscall(libc::SYS_write, fd, b"0".as_ptr(), 1usize);
-                libc::syscall(libc::SYS_close, fd);
-            }
+            // SAFETY: closing our own fd.
+            unsafe { libc::syscall(libc::SYS_close, fd) };
         }
     }
     // Own session and process group: stopping the service signals it whole.
@@ -431,16 +594,13 @@ fn child_steps(plan: &ChildPlan) -> usize {
             return 7;
         }
     }
-    // Only 0, 1, 2 survive exec. Kernels before 5.11 lack close_range:
-    // then walk the descriptor table.
+    // Only 0, 1, 2 survive exec. Init marked what it inherited
+    // close-on-exec at start and opens everything close-on-exec, so this
+    // is a second line only; kernels before 5.11 lack close_range and
+    // skip it.
     let cloexec = libc::CLOSE_RANGE_CLOEXEC;
     // SAFETY: integers.
-    if !ok(unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, cloexec) }) {
-        for fd in 3..4096 {
-            // SAFETY: integers; EBADF for numbers not open is harmless.
-            unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-    }
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, cloexec) };
     // Init blocks every signal; the service starts with an empty mask, set
     // last so that no signal is handled before exec.
     let (empty, old) = (&0u64 as *const u64, std::ptr::null_mut::<u64>());
@@ -498,18 +658,23 @@ fn set_default_disposition(signal: i32) {
     }
 }
 
-/// `reboot(2)` with POWER_OFF or RESTART. Returns only on failure.
-pub fn reboot(restart: bool) -> io::Error {
+/// `reboot(2)` with RB_AUTOBOOT: the end of an enclave. Nitro's machine
+/// has no power-off: RB_POWER_OFF there halts the CPUs and keeps the
+/// enclave (and its memory) until the parent kills it; a restart, with
+/// `reboot=k` on the command line, ends it, as the AWS C init does.
+/// Returns only on failure.
+pub fn restart_machine() -> io::Error {
     use nix::sys::reboot::{reboot, RebootMode};
-    let mode = if restart {
-        RebootMode::RB_AUTOBOOT
-    } else {
-        RebootMode::RB_POWER_OFF
-    };
-    match reboot(mode) {
+    match reboot(RebootMode::RB_AUTOBOOT) {
         Ok(never) => match never {},
         Err(e) => io::Error::from(e),
     }
+}
+
+/// Whether `path` is the root of a cgroup v2 hierarchy.
+pub fn is_cgroup2(path: &std::path::Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
 /// `initctl`'s caller check: the peer's credentials on a Unix socket.
@@ -613,6 +778,33 @@ pub fn attach_stdio(fd: BorrowedFd<'_>) -> io::Result<()> {
 mod tests {
     use super::*;
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
+    #[test]
+    fn the_child_stack_has_a_guard_page_below_it() {
+        let stack = ChildStack::new().unwrap();
+        let (start, end) = stack.range();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        // /proc/self/maps: "start-end perms ...", in hex.
+        let regions: Vec<(usize, usize, String)> = maps
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (a, b) = f.next()?.split_once('-')?;
+                Some((
+                    usize::from_str_radix(a, 16).ok()?,
+                    usize::from_str_radix(b, 16).ok()?,
+                    f.next()?.to_string(),
+                ))
+            })
+            .filter(|(a, b, _)| *a >= start && *b <= end)
+            .collect();
+        assert_eq!(regions.len(), 2, "{regions:?}");
+        assert_eq!(regions[0].0, start);
+        assert_eq!(regions[0].2, "---p", "the lowest page is the guard");
+        assert_eq!(regions[1].2, "rw-p");
+        assert_eq!(regions[1].1, end);
+        assert_eq!(stack.top() as usize % 16, 0);
+    }
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     use std::os::fd::AsFd;
 

@@ -338,7 +338,7 @@ fn stalled_connections_do_not_delay_others() {
     let mut stalled: Vec<UnixStream> = (0..20)
         .map(|_| UnixStream::connect(&init.socket).unwrap())
         .collect();
-    stalled[0].write_all(b"{\"version\":1,\"comm").unwrap();
+    stalled[0].write_all(b"{\"version\":2,\"comm").unwrap();
     let out = init.initctl(&["list", "--json"]);
     assert!(out.status.success());
     assert_eq!(
@@ -442,7 +442,7 @@ fn a_follower_that_stops_reading_is_cut_off() {
     // Ask to follow, then never read: init may queue at most its backlog.
     let mut stalled = UnixStream::connect(&init.socket).unwrap();
     stalled
-        .write_all(b"{\"version\":1,\"command\":\"logs\",\"name\":\"flood\",\"follow\":true}\n")
+        .write_all(b"{\"version\":2,\"command\":\"logs\",\"name\":\"flood\",\"follow\":true}\n")
         .unwrap();
     init.wait_for("control: a client does not read its replies; disconnecting it");
     assert!(

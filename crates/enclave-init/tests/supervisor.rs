@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{children_of, proc_stat, started_pid, status_field, wait_until, As, Builder};
+use common::{
+    children_of, proc_stat, started_pid, status_field, wait_in_epoll, wait_until, As, Builder,
+};
 
 #[test]
 fn tini_style_exit_codes() {
@@ -473,15 +475,8 @@ fn no_wakeups_when_idle() {
             .map(|k| status_field(pid, k).parse::<u64>().unwrap())
             .sum()
     };
-    // Let the start-up settle: wait until init sleeps in an epoll wait
-    // (x86_64 syscall numbers: epoll_wait 232, epoll_pwait 281, epoll_pwait2 441).
-    wait_until("init idle", || {
-        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-        matches!(
-            syscall.split_whitespace().next(),
-            Some("232" | "281" | "441")
-        )
-    });
+    // Let the start-up settle: wait until init sleeps in an epoll wait.
+    wait_in_epoll(pid);
     let before = switches();
     // A measurement window, not a synchronisation: nothing should happen.
     std::thread::sleep(Duration::from_secs(2));

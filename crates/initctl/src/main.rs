@@ -186,6 +186,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 continue;
             }
             Response::Error { message } => return Err(fail(1, message)),
+            Response::End => return Ok(()),
             other => {
                 print_response(&mut out, other, json);
                 return Ok(());
@@ -250,11 +251,7 @@ fn print_response(out: &mut impl Write, response: Response, json: bool) {
             }
         }
         Response::Status { service } => print_status(out, &service, now),
-        Response::Logs { lines } => {
-            for l in lines {
-                let _ = writeln!(out, "{}", format_log(&l));
-            }
-        }
+        Response::End => {}
         Response::Reload { report } => {
             let list = |v: &[String]| {
                 if v.is_empty() {

@@ -4,7 +4,9 @@
 //! line, a socket, a file) with generous bounds, never for fixed sleeps.
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -87,13 +89,16 @@ pub struct Builder {
     dir: TempDir,
     how: As,
     extra_args: Vec<String>,
-    command: Vec<String>,
+    command: Vec<OsString>,
     config: Option<String>,
-    env: Vec<(String, String)>,
+    env: Vec<(OsString, OsString)>,
     env_remove: Vec<String>,
     uid: Option<u32>,
     wrapper: Vec<String>,
     unread_stdout: bool,
+    ignored_signals: Vec<i32>,
+    stray_fd: Option<i32>,
+    no_close_range: bool,
 }
 
 impl Builder {
@@ -111,6 +116,9 @@ impl Builder {
             uid: None,
             wrapper: Vec::new(),
             unread_stdout: false,
+            ignored_signals: Vec::new(),
+            stray_fd: None,
+            no_close_range: false,
         }
     }
 
@@ -125,7 +133,16 @@ impl Builder {
     }
 
     pub fn command(mut self, argv: &[&str]) -> Self {
-        self.command = argv.iter().map(|s| s.to_string()).collect();
+        self.command = argv.iter().map(OsString::from).collect();
+        self
+    }
+
+    /// `-- CMD` as raw bytes (arguments that are not UTF-8).
+    pub fn command_bytes(mut self, argv: &[&[u8]]) -> Self {
+        self.command = argv
+            .iter()
+            .map(|a| OsString::from_vec(a.to_vec()))
+            .collect();
         self
     }
 
@@ -141,6 +158,34 @@ impl Builder {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// An environment variable whose value is raw bytes.
+    pub fn env_bytes(mut self, key: &str, value: &[u8]) -> Self {
+        self.env
+            .push((key.into(), OsString::from_vec(value.to_vec())));
+        self
+    }
+
+    /// Init starts with these signals ignored (a parent's choice that
+    /// survives exec).
+    pub fn ignore_signals(mut self, signals: &[i32]) -> Self {
+        self.ignored_signals.extend_from_slice(signals);
+        self
+    }
+
+    /// Init starts with `/dev/null` open as descriptor `fd`, not
+    /// close-on-exec (a careless parent's leak).
+    pub fn stray_fd(mut self, fd: i32) -> Self {
+        self.stray_fd = Some(fd);
+        self
+    }
+
+    /// Init runs as on a kernel before 5.11: `close_range` fails with
+    /// ENOSYS (a seccomp filter, inherited by everything init starts).
+    pub fn without_close_range(mut self) -> Self {
+        self.no_close_range = true;
         self
     }
 
@@ -178,16 +223,16 @@ impl Builder {
         let config = self
             .dir
             .write("enclave-init.toml", self.config.as_deref().unwrap_or(""));
-        let mut args: Vec<String> = vec![
+        let mut args: Vec<OsString> = vec![
             "--no-boot".into(),
             "--config".into(),
-            config.display().to_string(),
+            config.into(),
             "--service-dir".into(),
-            self.dir.path().join("service").display().to_string(),
+            self.dir.path().join("service").into(),
             "--control-socket".into(),
-            socket.display().to_string(),
+            socket.clone().into(),
         ];
-        args.extend(self.extra_args);
+        args.extend(self.extra_args.iter().map(OsString::from));
         if !self.command.is_empty() {
             args.push("--".into());
             args.extend(self.command);
@@ -223,16 +268,35 @@ impl Builder {
             .stderr(Stdio::piped());
         // Init starts with fds 0-2 only, as the kernel starts PID 1: not with
         // the descriptors the test runner leaves open (cargo's jobserver).
-        // SAFETY: close_range takes integers; marking (not closing) keeps
-        // std's exec-error pipe working.
+        let ignored = self.ignored_signals.clone();
+        let stray = self.stray_fd.map(|fd| {
+            let null = std::fs::File::open("/dev/null").unwrap();
+            (std::os::fd::OwnedFd::from(null), fd)
+        });
+        let no_close_range = self.no_close_range;
+        // SAFETY: between fork and exec only async-signal-safe system calls
+        // on integers and on memory prepared before the fork.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                // Marking (not closing) keeps std's exec-error pipe working.
                 libc::syscall(
                     libc::SYS_close_range,
                     3u32,
                     u32::MAX,
                     libc::CLOSE_RANGE_CLOEXEC,
                 );
+                for &signal in &ignored {
+                    libc::signal(signal, libc::SIG_IGN);
+                }
+                if let Some((null, target)) = &stray {
+                    // dup2 leaves the copy without close-on-exec.
+                    if libc::dup2(std::os::fd::AsRawFd::as_raw_fd(null), *target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if no_close_range {
+                    deny_close_range()?;
+                }
                 Ok(())
             });
         }
@@ -497,6 +561,51 @@ impl Drop for Init {
     }
 }
 
+/// Installs a seccomp filter that makes `close_range(2)` fail with ENOSYS,
+/// as on kernels before 5.11. Called between fork and exec: no allocation.
+fn deny_close_range() -> std::io::Result<()> {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
+    let (ld, jeq, ret) = (
+        (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+        (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        (libc::BPF_RET | libc::BPF_K) as u16,
+    );
+    let program = [
+        // seccomp_data: nr at offset 0, arch at offset 4.
+        stmt(ld, 4),
+        jump(jeq, AUDIT_ARCH_X86_64, 0, 3),
+        stmt(ld, 0),
+        jump(jeq, libc::SYS_close_range as u32, 0, 1),
+        stmt(ret, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        stmt(ret, SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points to a valid filter for the duration of the call.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Every descendant of `root`, from /proc's parent links.
 pub fn descendants(root: i32) -> Vec<i32> {
     let mut out = Vec::new();
@@ -588,4 +697,34 @@ pub fn started_pid(init: &Init, service: &str, nth: usize) -> i32 {
         .trim_end_matches(')')
         .parse()
         .unwrap()
+}
+
+/// utime + stime of a process, in clock ticks (usually 10 ms).
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from "state" as 3.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Waits until the process sleeps in an epoll wait (x86_64 syscall
+/// numbers: epoll_wait 232, epoll_pwait 281, epoll_pwait2 441).
+pub fn wait_in_epoll(pid: i32) {
+    wait_until("init asleep in epoll_wait", || {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        matches!(
+            syscall.split_whitespace().next(),
+            Some("232" | "281" | "441")
+        )
+    });
+}
+
+/// The CPU time `pid` spends over a one-second window. A measurement
+/// window, not a synchronisation: a process that waits for events spends
+/// about nothing; one that spins spends the whole second (100 ticks).
+pub fn cpu_ticks_over_a_second(pid: i32) -> u64 {
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    cpu_ticks(pid) - before
 }
