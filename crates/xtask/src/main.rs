@@ -152,9 +152,9 @@ fn summarize(outcome: &vm::Outcome) -> Result<(), String> {
         ),
         None => eprintln!("xtask: no heartbeat reached the host"),
     }
-    if outcome.clean_power_off() {
+    if outcome.enclave_ended() {
         eprintln!(
-            "xtask: the enclave powered off cleanly after {:.1}s",
+            "xtask: the enclave ended cleanly (machine restart) after {:.1}s",
             outcome.elapsed.as_secs_f64()
         );
         Ok(())
@@ -165,7 +165,7 @@ fn summarize(outcome: &vm::Outcome) -> Result<(), String> {
         ))
     } else {
         Err(format!(
-            "the enclave did not power off cleanly (qemu: {:?})",
+            "the enclave did not end cleanly with a machine restart (qemu: {:?})",
             outcome.status
         ))
     }
@@ -245,6 +245,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "duration",
     "control_protocol",
     "output_lines",
+    "command_line",
 ];
 
 fn fuzz(args: &[String]) -> Result<(), String> {
@@ -276,18 +277,61 @@ fn fuzz(args: &[String]) -> Result<(), String> {
         run(cargo().args(["install", "--locked", "cargo-fuzz"]))?;
     }
     let dir = assets::workspace_root().join("fuzz");
+    let logs = assets::workspace_root().join("target/fuzz-logs");
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let mut table = Vec::new();
     for t in &targets {
         eprintln!("xtask: fuzz {t} for {seconds} s");
-        run(cargo()
-            .args([
-                "fuzz",
-                "run",
-                t,
-                "--",
-                &format!("-max_total_time={seconds}"),
-            ])
+        // New inputs go to fuzz/corpus/T (not checked in); the checked-in
+        // seeds (every request kind, every example service, ...) and the
+        // dictionary of the format's words start it off.
+        let corpus = dir.join("corpus").join(t);
+        std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
+        let log_path = logs.join(format!("{t}.log"));
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let mut cmd = cargo();
+        cmd.args(["fuzz", "run", t])
+            .arg(&corpus)
+            .arg(dir.join("seeds").join(t))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1");
+        let dict = dir.join("dict").join(format!("{t}.dict"));
+        if dict.exists() {
+            cmd.arg(format!("-dict={}", dict.display()));
+        }
+        let status = cmd
             .current_dir(&dir)
-            .env("RUSTC_BOOTSTRAP", "1"))?;
+            .env("RUSTC_BOOTSTRAP", "1")
+            .stderr(log)
+            .status()
+            .map_err(|e| format!("cargo fuzz: {e}"))?;
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if !status.success() {
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!(
+                "fuzz {t} failed ({status}); its input is in fuzz/artifacts/{t}/; log {}:\n{}",
+                log_path.display(),
+                tail.join("\n")
+            ));
+        }
+        let execs = text
+            .lines()
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .map_or("?".to_string(), |n| n.trim().to_string());
+        let parsed = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("fuzz-stats: "))
+            .unwrap_or("?")
+            .to_string();
+        eprintln!("xtask: fuzz {t}: {execs} executions; {parsed}");
+        table.push((t.clone(), execs, parsed));
+    }
+    eprintln!("\n| target | executions in {seconds} s | inputs that parsed |\n|---|---|---|");
+    for (t, execs, parsed) in table {
+        eprintln!("| `{t}` | {execs} | {parsed} |");
     }
     Ok(())
 }

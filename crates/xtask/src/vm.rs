@@ -30,12 +30,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Ended by init's reboot(2) (QEMU runs with -no-reboot), not by a
-    /// kernel panic or the harness's timeout.
-    pub fn clean_power_off(&self) -> bool {
+    /// The enclave ended as a Nitro enclave must: init's
+    /// `reboot(RB_AUTOBOOT)` restarted the machine (QEMU runs with
+    /// `-no-reboot`, so it exits). Not a power-off, which Nitro's machine
+    /// does not have (it halts and the enclave stays up), not a kernel
+    /// panic, not the harness's timeout.
+    pub fn enclave_ended(&self) -> bool {
         !self.timed_out
             && self.status.is_some_and(|s| s.success())
-            && self.console.contains("reboot: Power down")
+            && self.console.contains("reboot: Restarting system")
+            && !self.console.contains("reboot: Power down")
+            && !self.console.contains("System halted")
             && !self.console.contains("Kernel panic")
     }
 

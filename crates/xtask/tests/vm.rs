@@ -308,12 +308,22 @@ ExecStart = ["/bin/sh", "-c", "cat /proc/mounts; echo MODULES $(cut -d' ' -f1 /p
         has(&o, "stubborn: main process killed by SIGKILL"),
         "stubborn not killed"
     );
+    // Every end of an enclave is a machine restart (Nitro has no
+    // power-off: RB_POWER_OFF would halt it and leave it up); the line
+    // says what was asked for.
     check!(
         o,
-        has(&o, "enclave-init: powering off"),
-        "init did not say it powers off"
+        has(
+            &o,
+            "enclave-init: power-off: ending the enclave (reboot(2) with RB_AUTOBOOT"
+        ),
+        "init did not say how it ends the enclave"
     );
-    check!(o, o.clean_power_off(), "not a clean power-off");
+    check!(
+        o,
+        o.enclave_ended(),
+        "the enclave did not end with a machine restart"
+    );
 }
 
 #[test]
@@ -348,7 +358,11 @@ fn legacy_cmd_and_env_only() {
         ),
         "main's exit did not power off"
     );
-    check!(o, o.clean_power_off(), "not a clean power-off");
+    check!(
+        o,
+        o.enclave_ended(),
+        "the enclave did not end with a machine restart"
+    );
 }
 
 #[test]
@@ -387,7 +401,11 @@ fn heartbeat_without_a_listener_fails_within_its_budget_and_boot_goes_on() {
         o.service_output("after").iter().any(|l| l == "booted on"),
         "boot did not go on"
     );
-    check!(o, o.clean_power_off(), "not a clean power-off");
+    check!(
+        o,
+        o.enclave_ended(),
+        "the enclave did not end with a machine restart"
+    );
 }
 
 #[test]
@@ -435,7 +453,34 @@ fn no_config_file_means_nitro_defaults() {
         has(&o, "service main ended: its action is poweroff (status 0)"),
         "main's end did not power off"
     );
-    check!(o, o.clean_power_off(), "not a clean power-off");
+    check!(
+        o,
+        o.enclave_ended(),
+        "the enclave did not end with a machine restart"
+    );
+}
+
+#[test]
+fn an_enclave_with_nothing_to_run_ends_saying_why() {
+    let ctx = ctx();
+    let mut image = ctx.image();
+    image.config = ctx.config("");
+    image.cmd = None;
+    image.env = Some(vec![]);
+    let o = ctx.boot("nothing", &image, opts());
+    check!(
+        o,
+        has(
+            &o,
+            "error: nothing to run: no /cmd (or services.legacy = \"never\") and no service file in /service; ending the enclave"
+        ),
+        "an enclave with nothing to run did not say so"
+    );
+    check!(
+        o,
+        o.enclave_ended(),
+        "the enclave did not end with a machine restart"
+    );
 }
 
 #[test]
@@ -478,7 +523,11 @@ ExecStart = ["/bin/sh", "-c", "sleep 2; echo MEMBERS=$(wc -l < /sys/fs/cgroup/es
         out.iter().any(|l| l == "AFTER=0"),
         "a process survived the stop: {out:?}"
     );
-    check!(o, o.clean_power_off(), "not a clean power-off");
+    check!(
+        o,
+        o.enclave_ended(),
+        "the enclave did not end with a machine restart"
+    );
 }
 
 #[test]
@@ -530,5 +579,9 @@ fn example_enclave_with_oneshot_and_notify() {
         ),
         "the job's success did not power off"
     );
-    check!(o, o.clean_power_off(), "not a clean power-off");
+    check!(
+        o,
+        o.enclave_ended(),
+        "the enclave did not end with a machine restart"
+    );
 }
