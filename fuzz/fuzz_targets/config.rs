@@ -2,6 +2,9 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
+#[path = "stats.rs"]
+mod stats;
+
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let (_config, diags) =
@@ -9,4 +12,10 @@ fuzz_target!(|data: &[u8]| {
     for d in &diags {
         let _ = d.to_string();
     }
+    // Parsed: read with no error (warnings about unknown keys allowed).
+    stats::count(
+        !diags
+            .iter()
+            .any(|d| d.severity == enclave_init::diag::Severity::Error),
+    );
 });

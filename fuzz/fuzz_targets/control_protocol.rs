@@ -3,12 +3,17 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
+#[path = "stats.rs"]
+mod stats;
+
 fuzz_target!(|data: &[u8]| {
-    if let Ok(request) = enclave_init::proto::parse_request(data) {
+    let parsed = enclave_init::proto::parse_request(data);
+    if let Ok(request) = &parsed {
         // What parses encodes and parses back to the same.
-        let line = enclave_init::proto::encode(&request);
+        let line = enclave_init::proto::encode(request);
         let again = enclave_init::proto::parse_request(line.strip_suffix(b"\n").unwrap()).unwrap();
-        assert_eq!(again, request);
+        assert_eq!(&again, request);
     }
-    let _ = enclave_init::notify::parse(data);
+    let notify = enclave_init::notify::parse(data);
+    stats::count(parsed.is_ok() || notify.is_ok());
 });

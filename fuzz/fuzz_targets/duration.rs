@@ -2,9 +2,14 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
+#[path = "stats.rs"]
+mod stats;
+
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    if let Ok(d) = enclave_init::duration::parse(&text) {
+    let parsed = enclave_init::duration::parse(&text);
+    stats::count(parsed.is_ok());
+    if let Ok(d) = parsed {
         let _ = enclave_init::duration::format(d);
     }
     if data.len() >= 8 {

@@ -1,13 +1,26 @@
-//! nitro-cli's /cmd and /env, and an EnvironmentFile.
+//! nitro-cli's /cmd and /env, and an EnvironmentFile: bytes in, bytes out.
 #![no_main]
+use std::os::unix::ffi::OsStrExt;
+
 use libfuzzer_sys::fuzz_target;
 
+#[path = "stats.rs"]
+mod stats;
+
 fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    let argv = enclave_init::legacy::parse_cmd(&text);
-    assert!(argv.iter().all(|a| !a.contains('\n')));
-    let (vars, errors) = enclave_init::legacy::parse_env(&text);
-    assert!(vars.iter().all(|(k, _)| !k.is_empty() && !k.contains('\n')));
+    let argv = enclave_init::legacy::parse_cmd(data);
+    assert!(argv.iter().all(|a| !a.as_bytes().contains(&b'\n')));
+    // Nothing is lost but the newlines (and a final \r of a line).
+    let kept: usize = argv.iter().map(|a| a.len()).sum();
+    assert!(kept <= data.len());
+    let (vars, errors) = enclave_init::legacy::parse_env(data);
+    assert!(vars.iter().all(|(k, _)| {
+        !k.is_empty() && !k.as_bytes().contains(&b'\n') && !k.as_bytes().contains(&b'=')
+    }));
     assert!(errors.iter().all(|e| e.line >= 1));
-    let _ = enclave_init::spawn::parse_environment_file(&text);
+    let file = enclave_init::spawn::parse_environment_file(data);
+    assert!(file
+        .iter()
+        .all(|(k, _)| enclave_init::spec::valid_env_name(&k.to_string_lossy())));
+    stats::count(!vars.is_empty() && errors.is_empty());
 });

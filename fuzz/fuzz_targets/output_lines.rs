@@ -7,6 +7,9 @@ use enclave_init::output::{
 };
 use libfuzzer_sys::fuzz_target;
 
+#[path = "stats.rs"]
+mod stats;
+
 fuzz_target!(|data: &[u8]| {
     let cut = data.first().map_or(1, |b| *b as usize + 1);
     let cap = data.get(1).map_or(64, |b| *b as usize * 64);
@@ -55,4 +58,6 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     assert_eq!(ring.total(), all.len() as u64);
+    // "Parsed": at least one whole line came out.
+    stats::count(!all.is_empty());
 });

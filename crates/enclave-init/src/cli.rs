@@ -72,7 +72,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             b"--control-socket" => out.control_socket = Some(value("--control-socket")?),
             b"--help" | b"-h" if inline.is_none() => out.help = true,
             b"--version" | b"-V" if inline.is_none() => out.version = true,
-            b"--" => {
+            b"--" if inline.is_none() => {
                 out.command = iter.by_ref().collect();
                 if out.command.is_empty() {
                     return Err("-- needs a command after it".into());

@@ -153,11 +153,6 @@ pub fn mark_gone() {
     });
 }
 
-/// Lines dropped so far (while the console was slow or gone).
-pub fn dropped() -> u64 {
-    with(|c| c.dropped)
-}
-
 /// The console's fd, for the event loop to watch for writability.
 pub fn fd() -> Option<std::os::fd::RawFd> {
     use std::os::fd::AsRawFd;
