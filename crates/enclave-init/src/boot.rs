@@ -277,6 +277,13 @@ pub fn read_legacy(root: &Path) -> LegacyInput {
             let argv = legacy::parse_cmd(&bytes);
             if argv.first().is_none_or(|a| a.is_empty()) {
                 console::log(Level::Error, "/cmd is empty: no command to run from it");
+            } else if let Some(i) = argv.iter().position(|a| a.as_encoded_bytes().contains(&0)) {
+                // exec takes C strings: say which line instead of failing
+                // every start with a vague error.
+                console::log(
+                    Level::Error,
+                    &format!("/cmd:{}: a NUL byte; no command to run from it", i + 1),
+                );
             } else {
                 input.cmd = Some(argv);
             }
@@ -306,23 +313,6 @@ pub fn legacy_main(
         Legacy::Auto if has_service_files => None,
         Legacy::Auto | Legacy::Always => Some(ServiceSpec::legacy_main(argv)),
     }
-}
-
-/// Why the enclave has nothing to run, if it has nothing: no `main` from
-/// `/cmd` and no service file. Such an enclave would idle forever; its end,
-/// with this reason, is better.
-pub fn nothing_to_run(
-    main: Option<&ServiceSpec>,
-    has_service_files: bool,
-    dir: &Path,
-) -> Option<String> {
-    if main.is_some() || has_service_files {
-        return None;
-    }
-    Some(format!(
-        "nothing to run: no /cmd (or services.legacy = \"never\") and no service file in {}",
-        dir.display()
-    ))
 }
 
 /// The hierarchy to track services in with `cgroups = "v2"`: only when
@@ -576,12 +566,11 @@ pub fn boot_and_supervise(
     // Step 9: loopback, hostname, /etc/hosts.
     guarded_step("network and names", || network_and_names(&config));
     // Step 10: services.
-    let has_files = has_service_files(&config.services.dir);
-    let main = legacy_main(config.services.legacy, has_files, legacy_input.cmd);
-    if let Some(reason) = nothing_to_run(main.as_ref(), has_files, &config.services.dir) {
-        console::log(Level::Error, &format!("{reason}; ending the enclave"));
-        end(Ending::Poweroff);
-    }
+    let main = legacy_main(
+        config.services.legacy,
+        has_service_files(&config.services.dir),
+        legacy_input.cmd,
+    );
     console::log(
         Level::Info,
         &format!("boot: done in {} ms", started.elapsed().as_millis()),
@@ -769,18 +758,6 @@ mod tests {
         assert_eq!(main.failure_action, crate::spec::EndAction::Poweroff);
         assert_eq!(main.stdout, crate::spec::Output::Console);
         assert_eq!(main.restart, crate::spec::RestartPolicy::No);
-    }
-
-    #[test]
-    fn an_enclave_with_nothing_to_run_ends() {
-        let dir = Path::new("/service");
-        let main = ServiceSpec::legacy_main(vec!["/bin/app".into()]);
-        assert_eq!(nothing_to_run(Some(&main), false, dir), None);
-        assert_eq!(nothing_to_run(None, true, dir), None);
-        assert_eq!(
-            nothing_to_run(None, false, dir).unwrap(),
-            "nothing to run: no /cmd (or services.legacy = \"never\") and no service file in /service"
-        );
     }
 
     #[test]

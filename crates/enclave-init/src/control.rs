@@ -175,10 +175,22 @@ impl Control {
                     }
                     continue;
                 }
-                Err(e) => {
-                    // ECONNABORTED and friends: that connection is gone.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNABORTED | libc::EPERM | libc::EPROTO)
+                    ) =>
+                {
+                    // That one connection is gone; the next may be fine.
                     self.warn_accept(&format!("control socket: accept: {e}"));
                     continue;
+                }
+                Err(e) => {
+                    // ENOMEM, ENOBUFS, ...: the connection stays in the
+                    // backlog and the listener readable. Rest rather than spin.
+                    self.warn_accept(&format!("control socket: accept: {e}; pausing"));
+                    self.pause_listener(epoll);
+                    return;
                 }
             };
             if self.clients.len() >= MAX_CLIENTS {
@@ -236,10 +248,15 @@ impl Control {
         }
         // Not even that: stop watching the listener for a while rather
         // than wake up for it again and again.
+        self.pause_listener(epoll);
+        false
+    }
+
+    /// Stops watching the listener for [`ACCEPT_PAUSE`].
+    fn pause_listener(&mut self, epoll: &Epoll) {
         if epoll.delete(self.listener.as_fd()).is_ok() {
             self.paused_until = Instant::now().checked_add(ACCEPT_PAUSE);
         }
-        false
     }
 
     fn warn_accept(&mut self, message: &str) {
@@ -479,10 +496,16 @@ impl Control {
             }
             chunks += 1;
             let max = CHUNK_LINES.min(usize::try_from(last - stream.next).unwrap_or(CHUNK_LINES));
-            let (lines, next) = ring.range(stream.next, max);
-            stream.next = next;
+            let (lines, _) = ring.range(stream.next, max);
+            // Bounded in bytes, not lines: a chunk of 4 KiB lines is larger
+            // than the whole backlog. Stop at the low-water mark.
             for line in lines {
-                self.send(token, &Response::Line { line: entry(line) }, epoll);
+                let bytes = proto::encode(&Response::Line { line: entry(line) });
+                client.output.extend(bytes);
+                stream.next += 1;
+                if client.output.len() >= LOW_WATER {
+                    break;
+                }
             }
             self.flush(token, epoll);
         }
@@ -519,8 +542,8 @@ impl Control {
             console::log(
                 Level::Warn,
                 &format!(
-                    "control socket: {n} more failed accepts in the last {}s",
-                    self.accept_warnings.interval().as_secs()
+                    "control socket: {n} more failed accepts in the last {}",
+                    crate::duration::format(self.accept_warnings.interval())
                 ),
             );
         }

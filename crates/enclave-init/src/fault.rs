@@ -7,8 +7,10 @@
 //! to prove that a panic in any handler neither ends PID 1 nor leaves its
 //! view of services and processes half changed. The points: `load`
 //! (parsing a service file, detail: its name), `control` (a request,
-//! detail: its command), `reap`, `timer`, `pipe` (detail: the service),
-//! `notify`, `reload`, `deliver` (an event after a spawn, detail: the
+//! detail: its command), `reap` (before `waitpid`), `reaped` (after it,
+//! before the exits are delivered), `timer`, `pipe` (detail: the service),
+//! `notify`, `reload` (half-way through applying the changes), `deliver`
+//! (an event after a spawn, detail: the
 //! service), `boot` (a boot step, detail: its name).
 //!
 //! `ENCLAVE_INIT_TEST_CGROUP_ROOT=DIR` tracks services in cgroups under

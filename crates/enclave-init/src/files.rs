@@ -2,15 +2,17 @@
 //! files, `/etc/passwd`, the config, `/cmd`, `/env`): bounded in size and
 //! unable to block. A FIFO, a device or a regular file whose read waits
 //! (tracefs's `trace_pipe`, `/proc/kmsg`) would otherwise stop PID 1's one
-//! loop: the file is opened with `O_NONBLOCK` (so even opening a FIFO
-//! returns at once), must be a regular file, and a read that would wait is
-//! an error, as is a file longer than the cap.
+//! loop: the file must be a regular file before it is opened (opening a
+//! device can act: `/dev/watchdog` arms the watchdog), is opened with
+//! `O_NONBLOCK` (so even a FIFO put in its place returns at once) and
+//! checked again; a read that would wait is an error, as is a file longer
+//! than the cap.
 
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-/// The cap on every file init reads as it runs, but the config: 1 MiB.
+/// The cap on every file init reads as it runs: 1 MiB.
 pub const MAX: usize = 1 << 20;
 
 /// Why a file could not be read.
@@ -58,6 +60,10 @@ fn kind(file_type: std::fs::FileType) -> &'static str {
 
 /// Reads all of `path`, at most `cap` bytes, without ever blocking.
 pub fn read(path: &Path, cap: usize) -> Result<Vec<u8>, ReadError> {
+    let before = std::fs::metadata(path)?;
+    if !before.file_type().is_file() {
+        return Err(ReadError::NotRegular(kind(before.file_type())));
+    }
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)

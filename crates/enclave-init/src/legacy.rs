@@ -41,9 +41,14 @@ pub fn parse_env(bytes: &[u8]) -> (Vec<(OsString, OsString)>, Vec<EnvLineError>)
         }
         let shown = || crate::output::printable(line);
         match line.iter().position(|b| *b == b'=') {
+            // No process can get it (exec takes C strings): say which line.
+            _ if line.contains(&0) => errors.push(EnvLineError {
+                line: index + 1,
+                reason: format!("a NUL byte in \"{}\"", shown()),
+            }),
             Some(0) => errors.push(EnvLineError {
                 line: index + 1,
-                reason: format!("empty variable name in {:?}", shown()),
+                reason: format!("empty variable name in \"{}\"", shown()),
             }),
             Some(at) => {
                 let (key, value) = line.split_at(at);
@@ -54,7 +59,7 @@ pub fn parse_env(bytes: &[u8]) -> (Vec<(OsString, OsString)>, Vec<EnvLineError>)
             }
             None => errors.push(EnvLineError {
                 line: index + 1,
-                reason: format!("no '=' in {:?}", shown()),
+                reason: format!("no '=' in \"{}\"", shown()),
             }),
         }
     }
@@ -97,7 +102,16 @@ mod tests {
             ]
         );
         assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].reason, "no '=' in \"bad\\\\xfe\"");
+        assert_eq!(errors[0].reason, "no '=' in \"bad\\xfe\"");
+        let (vars, errors) = parse_env(b"A=1\nB=x\x00y\n");
+        assert_eq!(vars.len(), 1);
+        assert_eq!(
+            errors,
+            [EnvLineError {
+                line: 2,
+                reason: "a NUL byte in \"B=x\\x00y\"".into()
+            }]
+        );
     }
 
     #[test]

@@ -487,6 +487,7 @@ impl Life {
             | State::Failed { .. }
             | State::Waiting { .. } => {
                 self.starts.clear();
+                self.transient_failures = 0;
                 self.restarts = 0;
                 self.begin_start(spec, now, out);
             }
@@ -616,6 +617,7 @@ impl Life {
                     ));
                     self.set(State::Waiting { until }, now);
                 } else {
+                    self.transient_failures = 0;
                     out.push(Action::Log(Level::Error, reason.clone()));
                     self.settle(
                         spec,

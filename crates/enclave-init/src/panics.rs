@@ -15,12 +15,7 @@ static LAST: Mutex<Option<String>> = Mutex::new(None);
 /// Replaces the default hook: remember the message and where, print nothing.
 pub fn install_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
+        let message = message(info.payload());
         let text = match info.location() {
             Some(at) => format!("{message} (at {}:{})", at.file(), at.line()),
             None => message,
@@ -39,14 +34,17 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        recorded.unwrap_or_else(|| {
-            payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into())
-        })
+        recorded.unwrap_or_else(|| message(payload.as_ref()))
     })
+}
+
+/// A panic's message: `panic!`'s text, or what was thrown if it is text.
+fn message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Runs `f`; a panic in it is logged (`internal error while handling

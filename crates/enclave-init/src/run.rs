@@ -14,6 +14,26 @@ use crate::sys;
 
 pub fn main() -> ExitCode {
     crate::panics::install_hook();
+    // Every handler is guarded on its own, so nothing should reach this
+    // catch. If something does, end in order: the enclave by a machine
+    // restart, `--no-boot` with a status that says so.
+    match crate::panics::catch(start) {
+        Ok(code) => code,
+        Err(text) => {
+            console::log(
+                Level::Error,
+                &format!("internal error outside every handler: {text}; ending"),
+            );
+            if sys::getpid() == 1 && sys::is_machine_init() {
+                crate::boot::end(Ending::Poweroff)
+            }
+            console::drain();
+            ExitCode::from(70)
+        }
+    }
+}
+
+fn start() -> ExitCode {
     let is_pid1 = sys::getpid() == 1;
     // Whatever dispositions the parent left (an ignored SIGCHLD would make
     // the kernel reap children behind init's back), then every signal
@@ -22,7 +42,7 @@ pub fn main() -> ExitCode {
     let mask = match sys::block_all_signals() {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("enclave-init: error: sigprocmask: {e}");
+            console::log(Level::Error, &format!("sigprocmask: {e}"));
             nix::sys::signal::SigSet::all()
         }
     };
@@ -33,21 +53,28 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // As PID 1 too: an argument that looks like an option was meant
             // for init, and guessing would do something nobody asked for.
-            eprintln!("enclave-init: {e}\n\n{}", cli::USAGE);
-            return ExitCode::from(2);
+            say(
+                &mut std::io::stderr(),
+                &format!("enclave-init: {e}\n\n{}", cli::USAGE),
+            );
+            return answered(is_pid1, 2);
         }
     };
     if args.version || args.help {
-        if args.help {
-            print!("{}", cli::USAGE);
+        let text = if args.help {
+            cli::USAGE.to_string()
         } else {
-            println!("enclave-init {}", env!("CARGO_PKG_VERSION"));
-        }
-        return ExitCode::SUCCESS;
+            format!("enclave-init {}\n", env!("CARGO_PKG_VERSION"))
+        };
+        say(&mut std::io::stdout(), &text);
+        return answered(is_pid1, 0);
     }
     let boot = !args.no_boot;
     if boot && !is_pid1 {
-        eprintln!("enclave-init: boot mode needs PID 1 (it mounts, switches root and reboots); use --no-boot to supervise only");
+        say(
+            &mut std::io::stderr(),
+            "enclave-init: boot mode needs PID 1 (it mounts, switches root and reboots); use --no-boot to supervise only\n",
+        );
         return ExitCode::from(2);
     }
     let nofile = match nofile {
@@ -60,29 +87,28 @@ pub fn main() -> ExitCode {
             None
         }
     };
-    // The last line of defence: every handler is guarded on its own, so
-    // nothing should reach this. If something does, end in order: the
-    // enclave by a machine restart, `--no-boot` with a status that says so.
-    match crate::panics::catch(|| {
-        if boot {
-            crate::boot::boot_and_supervise(&args, &mask, nofile)
-        } else {
-            no_boot(&args, &mask, nofile)
-        }
-    }) {
-        Ok(code) => code,
-        Err(text) => {
-            console::log(
-                Level::Error,
-                &format!("internal error outside every handler: {text}; ending"),
-            );
-            if boot {
-                crate::boot::end(Ending::Poweroff)
-            }
-            console::drain();
-            ExitCode::from(70)
-        }
+    if boot {
+        crate::boot::boot_and_supervise(&args, &mask, nofile)
+    } else {
+        no_boot(&args, &mask, nofile)
     }
+}
+
+/// Writes all of `text`, ignoring errors (`print!` would panic on EPIPE).
+fn say(out: &mut impl std::io::Write, text: &str) {
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// Ends after a usage error, `--help` or `--version` with `status`. The
+/// init of a machine (an enclave's kernel passed it an option) must not
+/// exit, which would panic the kernel: it ends the enclave in order
+/// instead, the message already on the console.
+fn answered(is_pid1: bool, status: u8) -> ExitCode {
+    if is_pid1 && sys::is_machine_init() {
+        crate::boot::end(Ending::Exit(i32::from(status)))
+    }
+    ExitCode::from(status)
 }
 
 /// The config file: `--config`, else `$ENCLAVE_INIT_CONFIG`, else the default.

@@ -87,11 +87,19 @@ pub fn environment(
     }
     for file in &spec.environment_files {
         match crate::files::read(&file.path, crate::files::MAX) {
-            Ok(bytes) => {
-                for (k, v) in parse_environment_file(&bytes) {
-                    set(&k, &v);
+            Ok(bytes) => match parse_environment_file(&bytes) {
+                Ok(vars) => {
+                    for (k, v) in vars {
+                        set(&k, &v);
+                    }
                 }
-            }
+                Err(e) => {
+                    return Err(SpawnError::new(
+                        format!("EnvironmentFile {}: {e}", file.path.display()),
+                        1,
+                    ))
+                }
+            },
             Err(e) if file.optional && e.is_not_found() => {}
             Err(e) => {
                 return Err(SpawnError::new(
@@ -122,10 +130,14 @@ fn read_message(e: &crate::files::ReadError) -> String {
 }
 
 /// `KEY=VALUE` lines; `#` and `;` comments; optional `export `; values may be
-/// quoted. Lines that are not assignments are skipped. Values are bytes.
-pub fn parse_environment_file(text: &[u8]) -> Vec<Var> {
+/// quoted. Lines that are not assignments are skipped. Values are bytes;
+/// a NUL byte, which no process can get, is an error naming its line.
+pub fn parse_environment_file(text: &[u8]) -> Result<Vec<Var>, String> {
     let mut vars = Vec::new();
-    for line in text.split(|b| *b == b'\n') {
+    for (index, line) in text.split(|b| *b == b'\n').enumerate() {
+        if line.contains(&0) {
+            return Err(format!("line {}: a NUL byte", index + 1));
+        }
         let line = line.trim_ascii();
         if line.is_empty() || line.starts_with(b"#") || line.starts_with(b";") {
             continue;
@@ -150,7 +162,7 @@ pub fn parse_environment_file(text: &[u8]) -> Vec<Var> {
         };
         vars.push((OsString::from(key), OsString::from_vec(value.to_vec())));
     }
-    vars
+    Ok(vars)
 }
 
 /// A line of `/etc/passwd`.
@@ -402,7 +414,12 @@ pub fn start(launch: Launch, stdout: Stream, stderr: Stream) -> Result<sys::Star
             } else {
                 126
             },
-            transient: matches!(errno, libc::EAGAIN | libc::ENOMEM),
+            // Out of processes, memory or descriptors: the system's state,
+            // retried with backoff (lifecycle), not the service's failure.
+            transient: matches!(
+                errno,
+                libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE
+            ),
         }
     };
     let program = launch.program.display().to_string();
@@ -770,13 +787,17 @@ mod tests {
     #[test]
     fn environment_file_syntax() {
         assert_eq!(
-            parse_environment_file(b"A=1\n ; c\n#c\nB = 'x y'\nC=\"\"\n=bad\nD=a=b\n"),
+            parse_environment_file(b"A=1\n ; c\n#c\nB = 'x y'\nC=\"\"\n=bad\nD=a=b\n").unwrap(),
             pairs(&[("A", "1"), ("B", "x y"), ("C", ""), ("D", "a=b")])
         );
         assert_eq!(
-            parse_environment_file(b"L=caf\xe9\r\n\xff=x\n"),
+            parse_environment_file(b"L=caf\xe9\r\n\xff=x\n").unwrap(),
             [("L".into(), OsString::from_vec(b"caf\xe9".to_vec()))],
             "values are bytes; a name must be text"
+        );
+        assert_eq!(
+            parse_environment_file(b"A=1\nB=x\x00y\n").unwrap_err(),
+            "line 2: a NUL byte"
         );
     }
 }

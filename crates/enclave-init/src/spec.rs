@@ -479,10 +479,19 @@ fn exec_start(value: &toml::Value) -> Result<Vec<OsString>, String> {
             ))
         }
     };
+    no_nul(&argv)?;
     match argv.first() {
         None => Err("empty command".into()),
         Some(program) if program.is_empty() => Err("empty program name".into()),
         Some(_) => Ok(argv.into_iter().map(OsString::from).collect()),
+    }
+}
+
+/// exec takes C strings: an argument with a NUL byte can never run.
+fn no_nul(argv: &[String]) -> Result<(), String> {
+    match argv.iter().enumerate().find(|(_, a)| a.contains('\0')) {
+        Some((i, a)) => Err(format!("a NUL byte in argument {}: {a:?}", i + 1)),
+        None => Ok(()),
     }
 }
 
@@ -496,6 +505,7 @@ fn commands(value: &toml::Value) -> Result<Vec<Command>, String> {
                 None => (false, text.as_str()),
             };
             let argv = words::split(text).map_err(|e| format!("command {}: {e}", i + 1))?;
+            no_nul(&argv).map_err(|e| format!("command {}: {e}", i + 1))?;
             if argv.first().is_none_or(String::is_empty) {
                 return Err(format!("command {}: empty command", i + 1));
             }
@@ -517,6 +527,7 @@ fn environment(value: &toml::Value) -> Result<Vec<(String, String)>, String> {
     items
         .iter()
         .map(|item| match item.split_once('=') {
+            _ if item.contains('\0') => Err(format!("a NUL byte in {item:?}")),
             Some((key, val)) if valid_env_name(key) => Ok((key.to_string(), val.to_string())),
             Some((key, _)) => Err(format!("invalid variable name {key:?} in {item:?}")),
             None => Err(format!("expected KEY=VALUE, found {item:?}")),

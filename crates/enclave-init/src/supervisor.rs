@@ -136,6 +136,15 @@ impl Service {
     }
 }
 
+/// A child reaped and not yet delivered: its pid, how it ended and, once
+/// routed, its service and whether its group lives on (`Some(None)`: an
+/// orphan).
+struct Reaped {
+    pid: Pid,
+    exit: Exit,
+    owner: Option<Option<(String, bool)>>,
+}
+
 /// An output pipe of one spawned process. Known by a token that is never
 /// reused (see [`TOKEN_PIPE`]).
 struct Pipe {
@@ -196,6 +205,8 @@ pub struct Supervisor {
     pub services: BTreeMap<String, Service>,
     /// Every live process init started, by pid: its service.
     procs: HashMap<Pid, String>,
+    /// Children reaped, waiting to be delivered (see [`Supervisor::reap`]).
+    reaped: std::collections::VecDeque<Reaped>,
     pipes: HashMap<u64, Pipe>,
     next_pipe_serial: u64,
     /// Scratch space of `read_pipe`, kept from read to read.
@@ -271,6 +282,7 @@ impl Supervisor {
             console_watched: false,
             services: BTreeMap::new(),
             procs: HashMap::new(),
+            reaped: std::collections::VecDeque::new(),
             pipes: HashMap::new(),
             next_pipe_serial: 0,
             read_buf: Vec::new(),
@@ -453,16 +465,19 @@ impl Supervisor {
         }
         self.timer_armed = None;
         self.reap();
-        let mut known: BTreeMap<&str, BTreeSet<Pid>> = BTreeMap::new();
-        for (pid, name) in &self.procs {
-            known.entry(name.as_str()).or_default().insert(*pid);
-        }
+        // A service whose state names a process init no longer has (its
+        // exit was lost) cannot be trusted. (The converse is fine: a
+        // process given up on after SIGKILL stays known while its service
+        // has settled.)
         let untrue: Vec<String> = self
             .services
             .iter()
             .filter(|(name, svc)| {
-                let claimed: BTreeSet<Pid> = svc.life.state.pids().into_iter().collect();
-                known.get(name.as_str()).cloned().unwrap_or_default() != claimed
+                svc.life
+                    .state
+                    .pids()
+                    .iter()
+                    .any(|pid| self.procs.get(pid) != Some(*name))
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -490,6 +505,10 @@ impl Supervisor {
             Level::Error,
             &format!("{name}: internal error: {why}; killing its processes; it is failed"),
         );
+        // Only processes init still has (alive, or zombies not yet reaped,
+        // whose numbers cannot be reused), and a stopping service's group
+        // while it lives: a pid the state names but init reaped may belong
+        // to someone else by now.
         let mut pids: BTreeSet<Pid> = self
             .procs
             .iter()
@@ -499,8 +518,12 @@ impl Supervisor {
         let Some(svc) = self.services.get_mut(name) else {
             return;
         };
-        pids.extend(svc.life.state.pids());
-        if let State::Stopping { group: Some(g), .. } = svc.life.state {
+        if let State::Stopping {
+            group: Some(g),
+            group_alive: true,
+            ..
+        } = svc.life.state
+        {
             pids.insert(g);
         }
         let before = svc.life.state.clone();
@@ -623,14 +646,22 @@ impl Supervisor {
             }
         }
         self.dirty = true;
-        if self.services.is_empty()
-            && self.settings.mode == Mode::NoBoot
-            && self.settings.extra_services.is_empty()
-        {
-            console::log(
-                Level::Warn,
-                "no services to supervise; waiting for initctl or a signal",
-            );
+        if self.services.is_empty() {
+            match self.settings.mode {
+                // No shell, no network: nobody could ever give an enclave
+                // something to run. It ends, saying why, rather than idle.
+                Mode::Boot => self.begin_shutdown(
+                    Ending::Poweroff,
+                    &format!(
+                        "nothing to run: no /cmd (or services.legacy = \"never\") and no service could be loaded from {}",
+                        self.settings.config.services.dir.display()
+                    ),
+                ),
+                Mode::NoBoot => console::log(
+                    Level::Warn,
+                    "no services to supervise; waiting for initctl or a signal",
+                ),
+            }
         }
     }
 
@@ -973,7 +1004,6 @@ impl Supervisor {
             return Err(message);
         }
         let loaded = spec::load_dir(&dir);
-        crate::fault::point("reload", "");
         report_diagnostics(&loaded.diagnostics);
         report.errors.extend(
             loaded
@@ -1023,6 +1053,8 @@ impl Supervisor {
                 }
             }
         }
+        // Half-way: removals applied, additions and changes not yet.
+        crate::fault::point("reload", "");
         let cap = self.settings.config.log.buffer;
         let mut added = Vec::new();
         for (name, mut spec) in fresh {
@@ -1289,13 +1321,18 @@ impl Supervisor {
         }
     }
 
-    /// The one reaper: every exited child, routed to its service.
+    /// The one reaper: every exited child, routed to its service. Exits
+    /// wait in `reaped` until delivered, so that a panic on the way loses
+    /// none (the recovery calls this again).
     fn reap(&mut self) {
         crate::fault::point("reap", "");
-        let mut exits = Vec::new();
         loop {
             match sys::reap_one() {
-                Ok(Some(exit)) => exits.push(exit),
+                Ok(Some((pid, exit))) => self.reaped.push_back(Reaped {
+                    pid,
+                    exit,
+                    owner: None,
+                }),
                 Ok(None) => break,
                 Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
                     self.has_children = false;
@@ -1308,6 +1345,7 @@ impl Supervisor {
                 }
             }
         }
+        crate::fault::point("reaped", "");
         // Every reaped pid is routed, and its group looked at, before any
         // exit is delivered: delivering one can start a process at once,
         // and the kernel may give it the pid (and so the process group) of
@@ -1315,26 +1353,28 @@ impl Supervisor {
         // exit must still reach its own service, and must not see the new
         // process as its group. (Groups are looked at only after every
         // zombie is gone, so that a group of zombies is not alive.)
-        // (pid, exit, its service and whether its group lives on)
-        type Routed = (Pid, Exit, Option<(String, bool)>);
-        let routed: Vec<Routed> = exits
-            .into_iter()
-            .map(|(pid, exit)| {
+        let mut i = 0;
+        while let Some(entry) = self.reaped.get(i) {
+            if entry.owner.is_none() {
+                let pid = entry.pid;
                 let owner = self.procs.remove(&pid).map(|name| {
                     let alive = self.group_exists(&name, pid);
                     (name, alive)
                 });
-                (pid, exit, owner)
-            })
-            .collect();
-        for (pid, exit, owner) in routed {
-            match owner {
+                if let Some(entry) = self.reaped.get_mut(i) {
+                    entry.owner = Some(owner);
+                }
+            }
+            i += 1;
+        }
+        while let Some(entry) = self.reaped.pop_front() {
+            match entry.owner.flatten() {
                 Some((name, group_alive)) => {
                     self.deliver(
                         &name,
                         Event::Exited {
-                            pid,
-                            exit,
+                            pid: entry.pid,
+                            exit: entry.exit,
                             group_alive,
                         },
                     );
@@ -1342,7 +1382,7 @@ impl Supervisor {
                 // Orphans can come by the thousand: no text unless asked.
                 None if console::enabled(Level::Debug) => console::log(
                     Level::Debug,
-                    &format!("reaped orphan {pid} ({})", describe(exit)),
+                    &format!("reaped orphan {} ({})", entry.pid, describe(entry.exit)),
                 ),
                 None => {}
             }
@@ -1439,23 +1479,22 @@ impl Supervisor {
             self.deliver(&name, Event::Deadline);
         }
         self.with_control(|ctl, sup| ctl.on_deadline(now, &sup.epoll, TOKEN_CONTROL));
-        if let Some(n) = self.foreign_notify.take_suppressed(now) {
-            console::log(
-                Level::Warn,
-                &format!(
-                    "notify: {n} messages from processes of no Type=notify service suppressed in the last {}",
-                    duration::format(self.foreign_notify.interval())
-                ),
-            );
-        }
-        if let Some(n) = self.garbage_notify.take_suppressed(now) {
-            console::log(
-                Level::Warn,
-                &format!(
-                    "notify: {n} garbage messages suppressed in the last {}",
-                    duration::format(self.garbage_notify.interval())
-                ),
-            );
+        for (limit, what) in [
+            (
+                &mut self.foreign_notify,
+                "messages from processes of no Type=notify service",
+            ),
+            (&mut self.garbage_notify, "garbage messages"),
+        ] {
+            if let Some(n) = limit.take_suppressed(now) {
+                console::log(
+                    Level::Warn,
+                    &format!(
+                        "notify: {n} {what} suppressed in the last {}",
+                        duration::format(limit.interval())
+                    ),
+                );
+            }
         }
         self.progress_shutdown();
     }
@@ -1833,10 +1872,11 @@ impl Supervisor {
     }
 }
 
-/// The console fd lives in a static for the whole run of init.
+/// The console fd lives in the console module's static.
 fn console_borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: the fd belongs to the console module's static, which is never
-    // dropped while init runs; borrowing it for 'static is sound.
+    // SAFETY: the fd belongs to the console module's static. It is closed
+    // only by `console::mark_gone`, after `on_console` has removed it from
+    // epoll and forgotten it (`console_fd = None`): no borrow outlives it.
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 

@@ -59,18 +59,25 @@ pub fn set_child_subreaper() -> io::Result<()> {
 /// init and in a child between clone and exec. Returns the set for the
 /// signalfd.
 pub fn block_all_signals() -> io::Result<nix::sys::signal::SigSet> {
-    let (all, old) = (&u64::MAX as *const u64, std::ptr::null_mut::<u64>());
-    // SAFETY: `all` points to a valid 8-byte mask, the kernel's size.
-    check_long(unsafe {
+    check_long(set_signal_mask(u64::MAX))?;
+    Ok(nix::sys::signal::SigSet::all())
+}
+
+/// `rt_sigprocmask(SIG_SETMASK)` with the kernel's 64-bit mask: no libc
+/// filtering, no allocation (the child between clone and exec uses it).
+fn set_signal_mask(mask: u64) -> libc::c_long {
+    let (new, old) = (&mask as *const u64, std::ptr::null_mut::<u64>());
+    // SAFETY: `new` points to a valid 8-byte mask, the kernel's size; the
+    // old mask is not asked for.
+    unsafe {
         libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
-            all,
+            new,
             old,
             8usize,
         )
-    })?;
-    Ok(nix::sys::signal::SigSet::all())
+    }
 }
 
 /// Sets every signal's disposition to its default. Whoever started init
@@ -130,8 +137,9 @@ pub fn mark_inherited_fds_cloexec() {
         fds.into_iter().for_each(set_cloexec);
         return;
     }
+    // Up to the hard limit: descriptors may sit above the soft one.
     let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(1024, |(soft, _)| soft)
+        .map_or(1024, |(_, hard)| hard)
         .min(1 << 20) as libc::c_int;
     (3..limit).for_each(set_cloexec);
 }
@@ -540,15 +548,10 @@ fn child_steps(plan: &ChildPlan, cgroup_errno: &mut i32) -> usize {
     if !ok(unsafe { libc::syscall(libc::SYS_setsid) }) {
         return 1;
     }
-    // Default dispositions: an ignored signal inherited by init would
-    // otherwise pass on through exec. The raw syscall, because libc's
-    // signal() refuses the signals it reserves for itself (32 and 33 in
-    // glibc), which may still arrive ignored from whoever started init.
-    for signal in 1..=64 {
-        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-            set_default_disposition(signal);
-        }
-    }
+    // Default dispositions: init reset its own at start, but one it set
+    // since (none today) must not reach a service. Raw syscalls, because
+    // libc's signal() refuses the signals it keeps (32 and 33 in glibc).
+    reset_signal_dispositions();
     for (resource, soft, hard) in &plan.limits {
         let rlim = libc::rlimit {
             rlim_cur: *soft,
@@ -603,17 +606,7 @@ fn child_steps(plan: &ChildPlan, cgroup_errno: &mut i32) -> usize {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, cloexec) };
     // Init blocks every signal; the service starts with an empty mask, set
     // last so that no signal is handled before exec.
-    let (empty, old) = (&0u64 as *const u64, std::ptr::null_mut::<u64>());
-    // SAFETY: `empty` points to a valid 8-byte mask, the kernel's size.
-    if !ok(unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            empty,
-            old,
-            8usize,
-        )
-    }) {
+    if !ok(set_signal_mask(0)) {
         return 8;
     }
     let (program, argv, envp) = (
@@ -669,6 +662,15 @@ pub fn restart_machine() -> io::Error {
         Ok(never) => match never {},
         Err(e) => io::Error::from(e),
     }
+}
+
+/// Whether this process is the init of the machine, started by the kernel
+/// (not the init of a container's PID namespace): only there does
+/// `reboot(LINUX_REBOOT_CMD_CAD_OFF)` succeed (EINVAL in a child PID
+/// namespace, EPERM without CAP_SYS_BOOT). Its effect, Ctrl-Alt-Del sent
+/// to init as SIGINT instead of an immediate reboot, is what an init wants.
+pub fn is_machine_init() -> bool {
+    nix::sys::reboot::set_cad_enabled(false).is_ok()
 }
 
 /// Whether `path` is the root of a cgroup v2 hierarchy.
@@ -783,26 +785,32 @@ mod tests {
     fn the_child_stack_has_a_guard_page_below_it() {
         let stack = ChildStack::new().unwrap();
         let (start, end) = stack.range();
+        // SAFETY: sysconf takes an integer.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        // /proc/self/maps: "start-end perms ...", in hex.
-        let regions: Vec<(usize, usize, String)> = maps
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let (a, b) = f.next()?.split_once('-')?;
-                Some((
-                    usize::from_str_radix(a, 16).ok()?,
-                    usize::from_str_radix(b, 16).ok()?,
-                    f.next()?.to_string(),
-                ))
-            })
-            .filter(|(a, b, _)| *a >= start && *b <= end)
-            .collect();
-        assert_eq!(regions.len(), 2, "{regions:?}");
-        assert_eq!(regions[0].0, start);
-        assert_eq!(regions[0].2, "---p", "the lowest page is the guard");
-        assert_eq!(regions[1].2, "rw-p");
-        assert_eq!(regions[1].1, end);
+        // /proc/self/maps: "start-end perms ...", in hex. A neighbour with
+        // the same permissions may have merged into either region.
+        let region_at = |addr: usize| {
+            maps.lines()
+                .filter_map(|l| {
+                    let mut f = l.split_whitespace();
+                    let (a, b) = f.next()?.split_once('-')?;
+                    Some((
+                        usize::from_str_radix(a, 16).ok()?,
+                        usize::from_str_radix(b, 16).ok()?,
+                        f.next()?.to_string(),
+                    ))
+                })
+                .find(|(a, b, _)| *a <= addr && addr < *b)
+                .unwrap()
+        };
+        let guard = region_at(start);
+        assert_eq!(guard.2, "---p", "the lowest page is the guard: {guard:?}");
+        assert_eq!(guard.1, start + page, "{guard:?}");
+        let usable = region_at(start + page);
+        assert_eq!(usable.2, "rw-p", "{usable:?}");
+        assert_eq!(usable.0, start + page, "{usable:?}");
+        assert!(usable.1 >= end, "{usable:?}");
         assert_eq!(stack.top() as usize % 16, 0);
     }
     use nix::sys::signalfd::{SfdFlags, SignalFd};

@@ -293,6 +293,31 @@ fn debian_mirror() -> Option<String> {
 }
 
 /// Builds the static, stripped binaries; returns (enclave-init, initctl).
+/// The static init built with its test-only fault points (profile
+/// `faults`: release with debug assertions), for VM tests of faults.
+pub fn static_fault_binary() -> Result<PathBuf, String> {
+    let root = workspace_root();
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                "faults",
+                "--target",
+                MUSL,
+                "-p",
+                "enclave-init",
+            ])
+            .current_dir(&root),
+    )?;
+    Ok(root
+        .join("target")
+        .join(MUSL)
+        .join("faults")
+        .join("enclave-init"))
+}
+
 pub fn static_binaries() -> Result<(PathBuf, PathBuf), String> {
     let root = workspace_root();
     run(

@@ -461,9 +461,50 @@ fn no_config_file_means_nitro_defaults() {
 }
 
 #[test]
-fn an_enclave_with_nothing_to_run_ends_saying_why() {
+fn a_boot_step_that_panics_is_logged_and_the_boot_goes_on() {
+    // The init built with its fault points; the kernel hands the unknown
+    // `key=value` word of its command line to init as environment.
     let ctx = ctx();
-    let mut image = ctx.image();
+    let mut image = ctx.image().service(
+        "after",
+        "ExecStart = \"/bin/sh -c 'echo booted on; kill -TERM 1'\"\n",
+    );
+    image.init = assets::static_fault_binary().unwrap();
+    image.config = ctx.config("");
+    let o = ctx.boot(
+        "bootfault",
+        &image,
+        vm::Options {
+            append: "ENCLAVE_INIT_FAULTS=boot:heartbeat".into(),
+            ..opts()
+        },
+    );
+    check!(
+        o,
+        has(
+            &o,
+            "internal error while handling boot step heartbeat: injected fault at boot (heartbeat)"
+        ),
+        "the panicking boot step was not logged"
+    );
+    check!(
+        o,
+        o.service_output("after").iter().any(|l| l == "booted on"),
+        "the boot did not go on"
+    );
+    check!(o, !has(&o, "Kernel panic"), "PID 1 died");
+    check!(
+        o,
+        o.enclave_ended(),
+        "the enclave did not end with a machine restart"
+    );
+}
+
+#[test]
+fn an_enclave_with_nothing_to_run_ends_saying_why() {
+    // No /cmd, and the only service file is broken.
+    let ctx = ctx();
+    let mut image = ctx.image().service("broken", "ExecStart = 5\n");
     image.config = ctx.config("");
     image.cmd = None;
     image.env = Some(vec![]);
@@ -472,7 +513,7 @@ fn an_enclave_with_nothing_to_run_ends_saying_why() {
         o,
         has(
             &o,
-            "error: nothing to run: no /cmd (or services.legacy = \"never\") and no service file in /service; ending the enclave"
+            "shutting down (poweroff): nothing to run: no /cmd (or services.legacy = \"never\") and no service could be loaded from /service"
         ),
         "an enclave with nothing to run did not say so"
     );

@@ -708,15 +708,21 @@ pub fn cpu_ticks(pid: i32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
-/// Waits until the process sleeps in an epoll wait (x86_64 syscall
-/// numbers: epoll_wait 232, epoll_pwait 281, epoll_pwait2 441).
+/// Waits until the process sleeps in an epoll wait.
 pub fn wait_in_epoll(pid: i32) {
+    let waits = [
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_epoll_wait,
+    ]
+    .map(|n| n.to_string());
     wait_until("init asleep in epoll_wait", || {
         let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-        matches!(
-            syscall.split_whitespace().next(),
-            Some("232" | "281" | "441")
-        )
+        syscall
+            .split_whitespace()
+            .next()
+            .is_some_and(|n| waits.iter().any(|w| w == n))
     });
 }
 
