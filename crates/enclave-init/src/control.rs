@@ -17,7 +17,7 @@
 //! client why, closes it and takes the spare back. If even that fails it
 //! stops watching the listener for a second. The warning is rate-limited.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -29,12 +29,12 @@ use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use crate::config::Level;
 use crate::console;
 use crate::lifecycle::{Exit, State};
-use crate::output::LogLine;
+use crate::orchestrator::{Engine, Request as EngineRequest, Unit};
+use crate::output::{LogLine, LogRing};
 pub use crate::proto::ReloadReport;
 use crate::proto::{self, Command, LastExit, LogEntry, Request, Response, ServiceInfo};
 use crate::ratelimit::RateLimit;
 use crate::spec::ServiceType;
-use crate::supervisor::{Ending, Mode, Service, Supervisor};
 use crate::sys;
 
 /// Connections at once; more are refused at accept.
@@ -428,12 +428,7 @@ impl Control {
 
     /// Queues the next log lines of every `logs` answer whose client has
     /// room, for one service or all.
-    pub fn pump(
-        &mut self,
-        only: Option<&str>,
-        services: &BTreeMap<String, Service>,
-        epoll: &Epoll,
-    ) {
+    pub fn pump(&mut self, only: Option<&str>, view: &View<'_>, epoll: &Epoll) {
         let tokens: Vec<Token> = self
             .clients
             .iter()
@@ -445,7 +440,7 @@ impl Control {
             .map(|(t, _)| *t)
             .collect();
         for token in tokens {
-            self.pump_one(token, services, epoll);
+            self.pump_one(token, view, epoll);
         }
     }
 
@@ -453,7 +448,7 @@ impl Control {
     /// as it goes, for at most [`PUMP_CHUNKS`] chunks per call: a fast
     /// reader of a large ring then asks for the rest through `EPOLLOUT`
     /// (kept armed by `more_logs`), so other events get their turn.
-    fn pump_one(&mut self, token: Token, services: &BTreeMap<String, Service>, epoll: &Epoll) {
+    fn pump_one(&mut self, token: Token, view: &View<'_>, epoll: &Epoll) {
         let mut chunks = 0;
         loop {
             let Some(client) = self.clients.get_mut(&token) else {
@@ -466,7 +461,7 @@ impl Control {
             let Some(stream) = client.logs.as_mut() else {
                 break;
             };
-            let Some(ring) = services.get(&stream.service).map(|s| &s.logs) else {
+            let Some(ring) = view.logs_of(&stream.service) else {
                 // The service was removed: nothing more will come.
                 client.logs = None;
                 self.send(token, &Response::End, epoll);
@@ -585,13 +580,13 @@ impl Control {
     }
 
     /// Answers the `start`/`stop`/`restart` requests whose service settled.
-    pub fn settle_waiting(&mut self, services: &BTreeMap<String, Service>, epoll: &Epoll) {
+    pub fn settle_waiting(&mut self, view: &View<'_>, epoll: &Epoll) {
         let ready: Vec<(Token, Response)> = self
             .clients
             .iter()
             .filter_map(|(t, c)| {
                 let w = c.waiting.as_ref()?;
-                let Some(svc) = services.get(&w.service) else {
+                let Some(svc) = view.engine.unit(&w.service) else {
                     return Some((
                         *t,
                         Response::Done {
@@ -643,9 +638,9 @@ impl Drop for Control {
 
 /// The answer for a waiting request once its service settled; `None`
 /// while it has not.
-fn settled(svc: &Service, want: Want) -> Option<Response> {
+fn settled(svc: &Unit, want: Want) -> Option<Response> {
     let name = &svc.spec.name;
-    if svc.start_pending || svc.stop_pending || svc.restart_pending {
+    if svc.is_pending() {
         return None;
     }
     match (&svc.life.state, want) {
@@ -668,7 +663,7 @@ fn settled(svc: &Service, want: Want) -> Option<Response> {
     }
 }
 
-fn last_exit_text(svc: &Service) -> String {
+fn last_exit_text(svc: &Unit) -> String {
     svc.life
         .last_exit
         .map_or_else(|| "no exit status".into(), Exit::describe)
@@ -702,7 +697,7 @@ fn entry(line: LogLine) -> LogEntry {
 }
 
 /// A service as `list` and `status` show it.
-pub fn info(svc: &Service, recent: usize) -> ServiceInfo {
+pub fn info(svc: &Unit, logs: Option<&LogRing>, recent: usize) -> ServiceInfo {
     let now_instant = Instant::now();
     let since = SystemTime::now()
         .checked_sub(now_instant.saturating_duration_since(svc.life.since))
@@ -728,7 +723,7 @@ pub fn info(svc: &Service, recent: usize) -> ServiceInfo {
         }
         .to_string(),
         result,
-        waiting_for: if svc.start_pending {
+        waiting_for: if svc.pending == crate::orchestrator::Pending::Start {
             svc.waiting_for.clone()
         } else {
             None
@@ -743,85 +738,106 @@ pub fn info(svc: &Service, recent: usize) -> ServiceInfo {
         requires: svc.deps.requires.iter().cloned().collect(),
         wants: svc.deps.wants.iter().cloned().collect(),
         after: svc.deps.after.iter().cloned().collect(),
-        recent: svc.logs.tail(Some(recent)).into_iter().map(entry).collect(),
+        recent: logs.map_or_else(Vec::new, |l| {
+            l.tail(Some(recent)).into_iter().map(entry).collect()
+        }),
     }
 }
 
-/// `start`, `stop`, `restart`: an error at once, or the answer once the
-/// service has settled, bounded by how long that may take: a stop is
-/// ExecStop, then the signal, then SIGKILL (three stop timeouts at most);
-/// a start or restart may first wait for the service to go down.
-fn answer_when_settled(
-    sup: &Supervisor,
-    ctl: &mut Control,
-    token: Token,
-    name: &str,
-    requested: Result<String, String>,
-    want: Want,
-) -> Option<Response> {
-    if let Err(message) = requested {
-        return Some(Response::Error { message });
-    }
-    let timeout = sup.services.get(name).map_or(Duration::ZERO, |s| {
-        let stop_total = s.spec.stop_timeout().saturating_mul(3);
-        match want {
-            Want::Down => stop_total,
-            Want::Up => stop_total.saturating_add(s.spec.timeout_start),
-        }
-    });
-    ctl.wait_for(token, name, want, timeout);
-    None
+/// What the control server reads: the engine's services and the logs.
+pub struct View<'a> {
+    pub engine: &'a Engine,
+    pub logs: &'a HashMap<String, LogRing>,
 }
 
-/// Carries out one request. `None`: the answer comes later (a `stop` that
-/// waits for the service to go down, a `--follow` stream).
+impl View<'_> {
+    fn logs_of(&self, service: &str) -> Option<&LogRing> {
+        static EMPTY: std::sync::OnceLock<LogRing> = std::sync::OnceLock::new();
+        self.engine.unit(service)?;
+        Some(
+            self.logs
+                .get(service)
+                .unwrap_or_else(|| EMPTY.get_or_init(|| LogRing::new(0))),
+        )
+    }
+}
+
+/// What a request asks of the loop beyond an answer from the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    Engine(EngineRequest),
+    Reload,
+    Shutdown { reboot: bool },
+}
+
+/// How a task went, for the answer.
+#[derive(Debug)]
+pub enum Done {
+    Message(String),
+    Reloaded(ReloadReport),
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Step {
+    /// Answer this now.
+    Reply(Box<Response>),
+    /// The answer comes later (a `logs` stream, a `stop` that waits for
+    /// the service to go down).
+    Later,
+    /// The loop carries this out and hands the result to [`Control::done`].
+    Do(Task),
+}
+
+fn reply(response: Response) -> Step {
+    Step::Reply(Box::new(response))
+}
+
+/// Maps one request to an answer from the view, or to a task for the
+/// loop. Changes nothing but this client's own state.
 pub fn execute(
-    sup: &mut Supervisor,
+    view: &View<'_>,
     ctl: &mut Control,
     token: Token,
     request: Result<Request, String>,
-) -> Option<Response> {
+) -> Step {
     let request = match request {
         Ok(r) => r,
-        Err(message) => return Some(Response::Error { message }),
+        Err(message) => return reply(Response::Error { message }),
     };
     crate::fault::point("control", request.command.name());
+    let unknown = |name: &str| {
+        reply(Response::Error {
+            message: format!("no such service: {name}"),
+        })
+    };
     match request.command {
-        Command::List => Some(Response::List {
-            services: sup.services.values().map(|s| info(s, 0)).collect(),
+        Command::List => reply(Response::List {
+            services: view
+                .engine
+                .units()
+                .map(|(name, u)| info(u, view.logs.get(name), 0))
+                .collect(),
         }),
-        Command::Status { name } => match sup.services.get(&name) {
-            Some(svc) => Some(Response::Status {
-                service: info(svc, 10),
+        Command::Status { name } => match view.engine.unit(&name) {
+            Some(unit) => reply(Response::Status {
+                service: info(unit, view.logs.get(&name), 10),
             }),
-            None => Some(Response::Error {
-                message: format!("no such service: {name}"),
-            }),
+            None => unknown(&name),
         },
-        Command::Start { name } => {
-            let requested = sup.request_start(&name);
-            answer_when_settled(sup, ctl, token, &name, requested, Want::Up)
-        }
-        Command::Restart { name } => {
-            let requested = sup.request_restart(&name);
-            answer_when_settled(sup, ctl, token, &name, requested, Want::Up)
-        }
-        Command::Stop { name } => {
-            let requested = sup.request_stop(&name);
-            answer_when_settled(sup, ctl, token, &name, requested, Want::Down)
-        }
+        Command::Start { name } => Step::Do(Task::Engine(EngineRequest::Start(name))),
+        Command::Restart { name } => Step::Do(Task::Engine(EngineRequest::Restart(name))),
+        Command::Stop { name } => Step::Do(Task::Engine(EngineRequest::Stop(name))),
         Command::Logs {
             name,
             lines,
             follow,
         } => {
-            let Some(svc) = sup.services.get(&name) else {
-                return Some(Response::Error {
-                    message: format!("no such service: {name}"),
-                });
+            let Some(ring) = view.logs_of(&name) else {
+                return unknown(&name);
             };
-            let total = svc.logs.total();
-            let kept = svc.logs.len() as u64;
+            let total = ring.total();
+            let kept = ring.len() as u64;
             let from = total - lines.map_or(kept, |n| (n as u64).min(kept));
             if let Some(c) = ctl.clients.get_mut(&token) {
                 c.logs = Some(LogStream {
@@ -831,24 +847,49 @@ pub fn execute(
                 });
             }
             // Written as the client reads (`pump`), then `end`.
-            None
+            Step::Later
         }
-        Command::Reload => Some(match sup.reload() {
-            Ok(report) => Response::Reload { report },
-            Err(message) => Response::Error { message },
-        }),
-        Command::Poweroff | Command::Reboot => {
-            let reboot = request.command == Command::Reboot;
-            let ending = match (sup.settings.mode, reboot) {
-                (Mode::Boot, false) => Ending::Poweroff,
-                (Mode::Boot, true) => Ending::Reboot,
-                (Mode::NoBoot, _) => Ending::Exit(0),
-            };
-            let what = if reboot { "reboot" } else { "poweroff" };
-            sup.begin_shutdown(ending, &format!("initctl {what}"));
-            Some(Response::Done {
-                message: format!("shutting down ({what})"),
-            })
+        Command::Reload => Step::Do(Task::Reload),
+        Command::Poweroff => Step::Do(Task::Shutdown { reboot: false }),
+        Command::Reboot => Step::Do(Task::Shutdown { reboot: true }),
+    }
+}
+
+impl Control {
+    /// The result of a task: answered now, or (`start`, `stop`, `restart`)
+    /// once the service has settled, bounded by how long that may take: a
+    /// stop is ExecStop, then the signal, then SIGKILL (three stop
+    /// timeouts at most); a start or restart may first wait for the
+    /// service to go down.
+    pub fn done(
+        &mut self,
+        token: Token,
+        task: &Task,
+        result: Result<Done, String>,
+        view: &View<'_>,
+    ) -> Step {
+        let done = match result {
+            Ok(done) => done,
+            Err(message) => return reply(Response::Error { message }),
+        };
+        match (task, done) {
+            (Task::Engine(request), Done::Message(_)) => {
+                let (name, want) = match request {
+                    EngineRequest::Start(n) | EngineRequest::Restart(n) => (n, Want::Up),
+                    EngineRequest::Stop(n) => (n, Want::Down),
+                };
+                let timeout = view.engine.unit(name).map_or(Duration::ZERO, |u| {
+                    let stop_total = u.spec.stop_timeout().saturating_mul(3);
+                    match want {
+                        Want::Down => stop_total,
+                        Want::Up => stop_total.saturating_add(u.spec.timeout_start),
+                    }
+                });
+                self.wait_for(token, name, want, timeout);
+                Step::Later
+            }
+            (_, Done::Reloaded(report)) => reply(Response::Reload { report }),
+            (_, Done::Message(message)) => reply(Response::Done { message }),
         }
     }
 }

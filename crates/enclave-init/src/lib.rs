@@ -31,6 +31,7 @@ pub mod heartbeat;
 pub mod legacy;
 pub mod lifecycle;
 pub mod notify;
+pub mod orchestrator;
 pub mod output;
 pub mod panics;
 pub mod proto;

@@ -2,11 +2,12 @@
 //! timerfd armed for the earliest deadline, the console, the control and
 //! notify sockets and the services' output pipes. Idle means no wakeups.
 //!
-//! It owns the services' runtime records, turns the world into
-//! [`lifecycle::Event`]s and carries out the [`lifecycle::Action`]s. It is
-//! the only place that waits for children (the one reaper).
+//! It decides nothing: it turns the world into [`Input`]s for the
+//! [`Engine`] (the orchestrator) and carries out the [`Effect`]s it
+//! returns: starting processes, sending signals, logging. It is the only
+//! place that waits for children (the one reaper).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -19,35 +20,21 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 
 use crate::config::{Config, Level};
 use crate::console;
-use crate::control::{self, Control, Token};
+use crate::control::{self, Control, Step, Task, Token, View};
 use crate::duration;
-use crate::graph::{self, DepState, Deps, Gate};
-use crate::lifecycle::{Action, Event, Exit, Failure, Life, Pid, Proc, State};
+use crate::lifecycle::{Exit, Pid, Proc};
 use crate::notify::NotifySocket;
+use crate::orchestrator::{
+    Effect, Engine, Input, Noise, Reaped, ReloadDiff, ServiceSet, SpawnFailure,
+};
+pub use crate::orchestrator::{Ending, Mode};
 use crate::output::{LineSplitter, Lines, LogRing};
 use crate::panics;
-use crate::proto::Response;
+use crate::proto::{ReloadReport, Response};
 use crate::ratelimit::RateLimit;
 use crate::spawn;
-use crate::spec::{self, EndAction, ServiceSpec, ServiceType};
+use crate::spec::{self, ServiceSpec, ServiceType};
 use crate::sys;
-
-/// How init was started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// PID 1 of an enclave: every end is `reboot(2)`.
-    Boot,
-    /// `--no-boot`: every end is `exit`.
-    NoBoot,
-}
-
-/// How init ends, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
-    Poweroff,
-    Reboot,
-    Exit(i32),
-}
 
 /// Everything the supervisor needs from the outside, so that tests can run
 /// it on a temporary tree.
@@ -72,79 +59,6 @@ pub struct Settings {
     pub nofile: Option<(u64, u64)>,
 }
 
-/// One service's runtime record.
-pub struct Service {
-    pub spec: ServiceSpec,
-    pub life: Life,
-    pub logs: LogRing,
-    pub deps: Deps,
-    /// A start was asked for and waits for its dependencies.
-    pub start_pending: bool,
-    /// A stop was asked for and waits for the services ordered after it.
-    pub stop_pending: bool,
-    /// `restart` on request: start again once stopped.
-    pub restart_pending: bool,
-    /// What the pending start waits for, for `initctl status`.
-    pub waiting_for: Option<String>,
-    /// A changed file, used from the next start on.
-    pub next_spec: Option<ServiceSpec>,
-    /// `STATUS=` from a notify service.
-    pub status_text: Option<String>,
-    /// Removed from the directory: forgotten once stopped.
-    pub removed: bool,
-}
-
-impl Service {
-    fn new(spec: ServiceSpec, now: Instant, log_cap: usize) -> Self {
-        Self {
-            spec,
-            life: Life::new(now),
-            logs: LogRing::new(log_cap),
-            deps: Deps::default(),
-            start_pending: false,
-            stop_pending: false,
-            restart_pending: false,
-            waiting_for: None,
-            next_spec: None,
-            status_text: None,
-            removed: false,
-        }
-    }
-
-    /// The state `initctl` shows: a queued start is already "starting".
-    pub fn state_name(&self) -> &'static str {
-        if self.start_pending && !matches!(self.life.state, State::Stopping { .. }) {
-            "starting"
-        } else {
-            self.life.state.name()
-        }
-    }
-
-    fn dep_state(&self) -> DepState {
-        if self.start_pending || self.stop_pending || self.restart_pending {
-            return DepState::Pending;
-        }
-        match &self.life.state {
-            State::Starting { .. } | State::Stopping { .. } | State::Waiting { .. } => {
-                DepState::Pending
-            }
-            State::Running { .. } | State::Exited { active: true } => DepState::Ready,
-            State::Exited { active: false } => DepState::Exited,
-            State::Stopped => DepState::Stopped,
-            State::Failed { .. } => DepState::Failed,
-        }
-    }
-}
-
-/// A child reaped and not yet delivered: its pid, how it ended and, once
-/// routed, its service and whether its group lives on (`Some(None)`: an
-/// orphan).
-struct Reaped {
-    pid: Pid,
-    exit: Exit,
-    owner: Option<Option<(String, bool)>>,
-}
-
 /// An output pipe of one spawned process. Known by a token that is never
 /// reused (see [`TOKEN_PIPE`]).
 struct Pipe {
@@ -154,25 +68,6 @@ struct Pipe {
     /// `name[pid]: `, the start of its lines on the console.
     prefix: Vec<u8>,
     splitter: LineSplitter,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ShutdownPhase {
-    /// Services are being stopped in order.
-    Services,
-    /// SIGTERM sent to every remaining process.
-    Term,
-    /// SIGKILL sent.
-    Kill,
-}
-
-struct Shutdown {
-    ending: Ending,
-    phase: ShutdownPhase,
-    deadline: Option<Instant>,
-    /// `shutdown.final_timeout` after the start; `None`: no bound, or
-    /// already past it.
-    final_deadline: Option<Instant>,
 }
 
 // epoll tokens. The loop's own fds have fixed ones; pipes and control
@@ -194,19 +89,30 @@ const NOTIFY_WARNINGS: (Duration, u32) = (Duration::from_secs(5), 5);
 /// going on and ends in order.
 const MAX_RECOVERIES: u32 = 10;
 
+/// What one input led to, for the requests that fed it.
+#[derive(Debug, Default)]
+struct Fed {
+    /// Each request's answer: its service's state once everything it
+    /// started was carried out, or why it was refused.
+    answers: Vec<Result<String, String>>,
+    reloaded: Option<ReloadDiff>,
+}
+
 pub struct Supervisor {
     pub settings: Settings,
+    engine: Engine,
+    /// The captured output of each service, for `initctl logs`.
+    logs: HashMap<String, LogRing>,
     epoll: Epoll,
     signals: SignalFd,
     timer: TimerFd,
     timer_armed: Option<Instant>,
     console_fd: Option<RawFd>,
     console_watched: bool,
-    pub services: BTreeMap<String, Service>,
-    /// Every live process init started, by pid: its service.
-    procs: HashMap<Pid, String>,
-    /// Children reaped, waiting to be delivered (see [`Supervisor::reap`]).
-    reaped: std::collections::VecDeque<Reaped>,
+    /// Children reaped, waiting to be handed to the engine.
+    reaped: VecDeque<(Pid, Exit)>,
+    /// Effects of the engine not yet carried out.
+    effects: VecDeque<Effect>,
     pipes: HashMap<u64, Pipe>,
     next_pipe_serial: u64,
     /// Scratch space of `read_pipe`, kept from read to read.
@@ -214,16 +120,19 @@ pub struct Supervisor {
     lines: Lines,
     notify: Option<NotifySocket>,
     control: Option<Control>,
-    shutdown: Option<Shutdown>,
     finished: Option<Ending>,
     has_children: bool,
     is_pid1: bool,
-    /// Something changed that the dependency scheduler must look at.
-    dirty: bool,
-    /// A handler panicked: check init's view against the world before
+    /// A handler panicked: re-derive what can be from the world before
     /// going on (see [`Supervisor::recover`]).
     recovering: bool,
     recoveries_in_a_row: u32,
+    /// A process started and not yet handed to the engine: if a panic
+    /// comes in between, the engine learns of it as abandoned.
+    in_flight: Option<(String, Option<Pid>)>,
+    /// Inside `Engine::handle` (which never panics): if a panic ever came
+    /// from there, the engine's state could not be trusted.
+    in_engine: bool,
     /// Warnings about datagrams from processes of no notify service.
     foreign_notify: RateLimit,
     /// Warnings about notify messages that are not sd_notify's format.
@@ -272,30 +181,36 @@ impl Supervisor {
                 );
             }
         }
+        let engine = Engine::new(crate::orchestrator::Settings {
+            mode: settings.mode,
+            stop_timeout: settings.config.shutdown.timeout,
+            final_timeout: settings.config.shutdown.final_timeout,
+        });
         let mut supervisor = Self {
             settings,
+            engine,
+            logs: HashMap::new(),
             epoll,
             signals,
             timer,
             timer_armed: None,
             console_fd: console::fd(),
             console_watched: false,
-            services: BTreeMap::new(),
-            procs: HashMap::new(),
-            reaped: std::collections::VecDeque::new(),
+            reaped: VecDeque::new(),
+            effects: VecDeque::new(),
             pipes: HashMap::new(),
             next_pipe_serial: 0,
             read_buf: Vec::new(),
             lines: Lines::default(),
             notify: None,
             control: None,
-            shutdown: None,
             finished: None,
             has_children: true,
             is_pid1,
-            dirty: false,
             recovering: false,
             recoveries_in_a_row: 0,
+            in_flight: None,
+            in_engine: false,
             foreign_notify: RateLimit::new(NOTIFY_WARNINGS.0, NOTIFY_WARNINGS.1),
             garbage_notify: RateLimit::new(NOTIFY_WARNINGS.0, NOTIFY_WARNINGS.1),
         };
@@ -363,8 +278,8 @@ impl Supervisor {
     }
 
     /// Loads the services and supervises until init must end. A panic
-    /// anywhere in here is caught: the loop checks its view of services
-    /// and processes against the world and goes on.
+    /// anywhere in here is caught: the loop re-derives what it can from
+    /// the world and goes on.
     pub fn run(&mut self) -> Ending {
         if panics::guarded("loading the services", || self.load_initial()).is_none() {
             self.recovering = true;
@@ -385,28 +300,22 @@ impl Supervisor {
         }
     }
 
-    /// One turn of the loop: settle what changed, wait, handle the events.
+    /// One turn of the loop: wait, handle the events.
     fn turn(&mut self, events: &mut [EpollEvent]) -> Option<Ending> {
         if self.recovering {
             self.recover();
         } else {
             self.recoveries_in_a_row = 0;
         }
-        self.guard("scheduling", |s| {
-            if s.dirty {
-                s.schedule();
-            }
-            s.progress_shutdown();
-        });
         if let Some(ending) = self.finished.take() {
             return Some(ending);
         }
         self.guard("control", |s| {
-            if let Some(ctl) = s.control.as_mut() {
+            s.with_control(|ctl, sup| {
                 if ctl.has_waiting() {
-                    ctl.settle_waiting(&s.services, &s.epoll);
+                    ctl.settle_waiting(&sup.view(), &sup.epoll);
                 }
-            }
+            })
         });
         self.guard("console", Self::flush_console);
         self.arm_timer();
@@ -427,119 +336,55 @@ impl Supervisor {
         None
     }
 
-    /// Runs one handler; a panic in it is logged, and the next turn checks
-    /// init's view before going on.
+    /// Runs one handler; a panic in it is logged, and the next turn
+    /// recovers before going on.
     fn guard(&mut self, what: &str, f: impl FnOnce(&mut Self)) {
         if panics::guarded(what, || f(self)).is_none() {
             self.recovering = true;
         }
     }
 
-    /// After a panic: whatever the handler left undone is found again from
-    /// the world. Exits it had not reaped are reaped; the timer is armed
-    /// anew (a deadline it consumed fires again); and every service whose
-    /// record no longer names exactly the processes init knows it has
-    /// (an exit or a start lost half-way) is put in a state that is true:
-    /// its processes are killed and it is `failed`, saying why. If the
-    /// recovery itself keeps failing, init ends in order.
+    /// After a panic: what the handler left undone is found again from the
+    /// world. A process started and not yet handed to the engine is
+    /// abandoned (killed, its service failed); the engine's effects not yet
+    /// carried out are; exits it had not reaped are reaped; the timer is
+    /// armed anew (a deadline it consumed fires again). The engine itself never panics (its state changes only in
+    /// its total `handle`); if it ever did, init ends in order, as it does
+    /// when recoveries keep failing.
     fn recover(&mut self) {
         self.recovering = false;
         self.recoveries_in_a_row += 1;
-        if self.recoveries_in_a_row > MAX_RECOVERIES {
+        let broken = std::mem::take(&mut self.in_engine);
+        if broken || self.recoveries_in_a_row > MAX_RECOVERIES {
             let ending = match self.settings.mode {
                 Mode::Boot => Ending::Poweroff,
                 Mode::NoBoot => Ending::Exit(70),
             };
-            if self.recoveries_in_a_row > 2 * MAX_RECOVERIES {
+            if broken || self.recoveries_in_a_row > 2 * MAX_RECOVERIES {
                 console::log(
                     Level::Error,
-                    "internal errors keep coming while shutting down; ending now",
+                    "init cannot trust its own state after an internal error; ending now",
                 );
                 self.finished = Some(ending);
                 return;
             }
-            self.begin_shutdown(
+            self.feed(Input::Shutdown {
                 ending,
-                &format!("{MAX_RECOVERIES} internal errors in a row: init cannot go on safely"),
-            );
+                reason: format!(
+                    "{MAX_RECOVERIES} internal errors in a row: init cannot go on safely"
+                ),
+            });
         }
         self.timer_armed = None;
+        if let Some((service, pid)) = self.in_flight.take() {
+            self.feed(Input::Abandon {
+                service,
+                reason: "a panic while starting its process".into(),
+                pids: pid.into_iter().collect(),
+            });
+        }
+        self.carry_out_effects();
         self.reap();
-        // A service whose state names a process init no longer has (its
-        // exit was lost) cannot be trusted. (The converse is fine: a
-        // process given up on after SIGKILL stays known while its service
-        // has settled.)
-        let untrue: Vec<String> = self
-            .services
-            .iter()
-            .filter(|(name, svc)| {
-                svc.life
-                    .state
-                    .pids()
-                    .iter()
-                    .any(|pid| self.procs.get(pid) != Some(*name))
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        let strays: Vec<(Pid, String)> = self
-            .procs
-            .iter()
-            .filter(|(_, name)| !self.services.contains_key(name.as_str()))
-            .map(|(pid, name)| (*pid, name.clone()))
-            .collect();
-        for (pid, name) in strays {
-            self.procs.remove(&pid);
-            signal_process(&name, pid, true, libc::SIGKILL);
-        }
-        for name in untrue {
-            self.quarantine(&name, "its record no longer matched its processes");
-        }
-        self.dirty = true;
-    }
-
-    /// Makes a service whose handling failed true again: its processes
-    /// get SIGKILL (they are reaped as orphans), it is `failed` with the
-    /// reason, what requires it is stopped, and its `FailureAction` applies.
-    fn quarantine(&mut self, name: &str, why: &str) {
-        console::log(
-            Level::Error,
-            &format!("{name}: internal error: {why}; killing its processes; it is failed"),
-        );
-        // Only processes init still has (alive, or zombies not yet reaped,
-        // whose numbers cannot be reused), and a stopping service's group
-        // while it lives: a pid the state names but init reaped may belong
-        // to someone else by now.
-        let mut pids: BTreeSet<Pid> = self
-            .procs
-            .iter()
-            .filter(|(_, n)| n.as_str() == name)
-            .map(|(p, _)| *p)
-            .collect();
-        let Some(svc) = self.services.get_mut(name) else {
-            return;
-        };
-        if let State::Stopping {
-            group: Some(g),
-            group_alive: true,
-            ..
-        } = svc.life.state
-        {
-            pids.insert(g);
-        }
-        let before = svc.life.state.clone();
-        svc.start_pending = false;
-        svc.stop_pending = false;
-        svc.restart_pending = false;
-        svc.waiting_for = None;
-        svc.life
-            .fail(Failure::Internal(why.to_string()), Instant::now());
-        let action = svc.spec.failure_action;
-        for pid in pids {
-            self.procs.remove(&pid);
-            self.signal_service(name, pid, true, libc::SIGKILL);
-        }
-        self.after_transition(name, &before);
-        self.end_action(name, action, 1);
     }
 
     fn dispatch(&mut self, token: u64, flags: EpollFlags) {
@@ -568,95 +413,186 @@ impl Supervisor {
         self.flush_console();
     }
 
+    // ---- the engine ----
+
+    /// Hands one input to the engine and carries out every effect that
+    /// follows, in order.
+    fn feed(&mut self, input: Input) -> Fed {
+        let effects = self.handle(input);
+        self.effects.extend(effects);
+        self.carry_out_effects()
+    }
+
+    /// Carries out the queued effects, in order (a spawn's result goes
+    /// back to the engine at once, and what it leads to joins the queue).
+    /// The queue outlives a panic: the recovery carries out the rest.
+    fn carry_out_effects(&mut self) -> Fed {
+        let mut fed = Fed::default();
+        while let Some(effect) = self.effects.pop_front() {
+            match effect {
+                Effect::Spawn { service, proc } => {
+                    let result = self.spawn(&service, proc);
+                    self.in_flight = Some((service.clone(), result.as_ref().ok().copied()));
+                    crate::fault::point("deliver", &service);
+                    let more = self.handle(Input::Spawned { service, result });
+                    self.in_flight = None;
+                    self.effects.extend(more);
+                }
+                Effect::Signal {
+                    service,
+                    pid,
+                    group,
+                    signal,
+                } => self.signal_service(&service, pid, group, signal),
+                Effect::SignalRemaining(signal) => self.signal_remaining(signal),
+                Effect::Log(level, message) => console::log(level, &message),
+                Effect::Noise(noise) => self.noise(noise),
+                Effect::Answer(answer) => fed.answers.push(answer),
+                Effect::Reloaded(diff) => fed.reloaded = Some(diff),
+                Effect::Forget(name) => {
+                    self.logs.remove(&name);
+                }
+                Effect::Finish(ending) => {
+                    self.drain_pipes();
+                    self.finished = Some(ending);
+                }
+            }
+        }
+        let engine = &self.engine;
+        fed.answers = std::mem::take(&mut fed.answers)
+            .into_iter()
+            .map(|a| {
+                a.map(|name| {
+                    let state = engine.unit(&name).map_or("gone", |u| u.state_name());
+                    format!("{name}: {state}")
+                })
+            })
+            .collect();
+        fed
+    }
+
+    fn handle(&mut self, input: Input) -> Vec<Effect> {
+        self.in_engine = true;
+        let effects = self.engine.handle(input, Instant::now());
+        self.in_engine = false;
+        effects
+    }
+
+    /// A warning anyone can trigger, rate-limited: a flood costs init
+    /// neither its CPU nor its own lines on a slow console.
+    fn noise(&mut self, noise: Noise) {
+        let now = Instant::now();
+        match noise {
+            Noise::ForeignNotify { pid } => {
+                if self.foreign_notify.allow(now) {
+                    console::log(Level::Warn, &format!("notify: ignoring a message from pid {pid}: not a process of a Type=notify service"));
+                }
+            }
+            Noise::GarbageNotify {
+                service,
+                pid,
+                reason,
+            } => {
+                if self.garbage_notify.allow(now) {
+                    console::log(
+                        Level::Warn,
+                        &format!("{service}: notify: ignoring garbage from pid {pid}: {reason}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// What the control server shows: the engine and the logs, read-only.
+    fn view(&self) -> View<'_> {
+        View {
+            engine: &self.engine,
+            logs: &self.logs,
+        }
+    }
+
     // ---- loading ----
 
-    fn load_initial(&mut self) {
-        let now = Instant::now();
-        let mut specs = Vec::new();
-        let mut broken = Vec::new();
+    /// Reads the service directory (diagnostics logged) and merges the
+    /// services of the command line.
+    fn read_services(&self) -> (ServiceSet, Vec<crate::diag::Diagnostic>, bool) {
+        let mut set = ServiceSet::default();
+        let mut diagnostics = Vec::new();
+        let mut missing = false;
         if self.settings.load_service_dir {
-            let dir = &self.settings.config.services.dir;
-            let loaded = spec::load_dir(dir);
-            report_diagnostics(&loaded.diagnostics);
-            // The default directory may be absent when `/cmd` or `-- CMD`
-            // gives the command; any other missing one is a mistake to name.
-            if loaded.missing
-                && (self.settings.extra_services.is_empty()
-                    || dir.as_path() != Path::new(crate::config::DEFAULT_SERVICE_DIR))
-            {
-                console::log(
-                    Level::Error,
-                    &format!(
-                        "service directory {}: No such file or directory",
-                        dir.display()
-                    ),
-                );
-            }
-            specs = loaded.services;
-            broken = loaded.broken;
+            let loaded = spec::load_dir(&self.settings.config.services.dir);
+            set.services = loaded.services;
+            set.broken = loaded.broken.into_iter().collect();
+            diagnostics = loaded.diagnostics;
+            missing = loaded.missing;
         }
-        for extra in self.settings.extra_services.clone() {
-            if specs.iter().any(|s| s.name == extra.name) {
+        for extra in &self.settings.extra_services {
+            if set.services.iter().any(|s| s.name == extra.name) {
+                continue;
+            }
+            set.services.push(extra.clone());
+        }
+        (set, diagnostics, missing)
+    }
+
+    fn load_initial(&mut self) {
+        let (set, diagnostics, missing) = self.read_services();
+        report_diagnostics(&diagnostics);
+        let dir = &self.settings.config.services.dir;
+        // The default directory may be absent when `/cmd` or `-- CMD`
+        // gives the command; any other missing one is a mistake to name.
+        if missing
+            && (self.settings.extra_services.is_empty()
+                || dir.as_path() != Path::new(crate::config::DEFAULT_SERVICE_DIR))
+        {
+            console::log(
+                Level::Error,
+                &format!(
+                    "service directory {}: No such file or directory",
+                    dir.display()
+                ),
+            );
+        }
+        for extra in &self.settings.extra_services {
+            if self.settings.load_service_dir
+                && set
+                    .services
+                    .iter()
+                    .any(|s| s.name == extra.name && s != extra)
+            {
                 console::log(
                     Level::Warn,
                     &format!(
                         "{}/{}.service replaces the service {} from the command",
-                        self.settings.config.services.dir.display(),
+                        dir.display(),
                         extra.name,
                         extra.name
                     ),
                 );
-            } else {
-                specs.push(extra);
             }
         }
-        if !broken.is_empty() {
+        if !set.broken.is_empty() {
+            let names: Vec<&str> = set.broken.iter().map(String::as_str).collect();
             console::log(
                 Level::Error,
-                &format!("not loaded (see above): {}", broken.join(", ")),
+                &format!("not loaded (see above): {}", names.join(", ")),
             );
         }
-        let cap = self.settings.config.log.buffer;
-        for mut spec in specs {
-            spec.timeout_stop
-                .get_or_insert(self.settings.config.shutdown.timeout);
-            self.services
-                .insert(spec.name.clone(), Service::new(spec, now, cap));
-        }
-        console::log(
-            Level::Info,
-            &format!(
-                "supervising {} service{}",
-                self.services.len(),
-                if self.services.len() == 1 { "" } else { "s" }
-            ),
-        );
-        let refused = self.rebuild_graph();
-        let names: Vec<String> = self.services.keys().cloned().collect();
-        for name in names {
-            if let Some(reason) = refused.get(&name) {
-                self.deliver(
-                    &name,
-                    Event::Refuse {
-                        reason: reason.clone(),
-                    },
-                );
-            } else if let Some(svc) = self.services.get_mut(&name) {
-                svc.start_pending = true;
-            }
-        }
-        self.dirty = true;
-        if self.services.is_empty() {
+        let empty = set.services.is_empty();
+        self.feed(Input::Load(set));
+        if empty {
             match self.settings.mode {
                 // No shell, no network: nobody could ever give an enclave
                 // something to run. It ends, saying why, rather than idle.
-                Mode::Boot => self.begin_shutdown(
-                    Ending::Poweroff,
-                    &format!(
-                        "nothing to run: no /cmd (or services.legacy = \"never\") and no service could be loaded from {}",
-                        self.settings.config.services.dir.display()
-                    ),
-                ),
+                Mode::Boot => {
+                    self.feed(Input::Shutdown {
+                        ending: Ending::Poweroff,
+                        reason: format!(
+                            "nothing to run: no /cmd (or services.legacy = \"never\") and no service could be loaded from {}",
+                            self.settings.config.services.dir.display()
+                        ),
+                    });
+                }
                 Mode::NoBoot => console::log(
                     Level::Warn,
                     "no services to supervise; waiting for initctl or a signal",
@@ -665,330 +601,8 @@ impl Supervisor {
         }
     }
 
-    /// Recomputes every service's edges; returns the services that cannot
-    /// start (cycles, missing requirements) with their reasons.
-    fn rebuild_graph(&mut self) -> BTreeMap<String, String> {
-        // From the files as they are now: a changed file's dependencies
-        // count at once, though its other settings wait for its next start.
-        let (deps, problems) = graph::build(
-            self.services
-                .values()
-                .filter(|s| !s.removed)
-                .map(|s| s.next_spec.as_ref().unwrap_or(&s.spec)),
-        );
-        for (name, missing) in &problems.missing_wants {
-            console::log(
-                Level::Warn,
-                &format!("{name}: wants {missing}, which does not exist"),
-            );
-        }
-        for (name, svc) in self.services.iter_mut() {
-            svc.deps = deps.get(name).cloned().unwrap_or_default();
-        }
-        problems.failures()
-    }
-
-    // ---- events to services ----
-
-    /// Hands one event to a service and carries out what it decides. A
-    /// panic on the way (in the state machine or in carrying out its
-    /// actions) fails that service alone, in a state that is true
-    /// ([`Supervisor::quarantine`]).
-    fn deliver(&mut self, name: &str, event: Event) {
-        let what = event.name();
-        if let Err(text) = panics::catch(|| self.deliver_unguarded(name, event)) {
-            self.quarantine(name, &format!("a panic while handling {what}: {text}"));
-        }
-    }
-
-    fn deliver_unguarded(&mut self, name: &str, event: Event) {
-        let now = Instant::now();
-        let Some(svc) = self.services.get_mut(name) else {
-            return;
-        };
-        if svc.next_spec.is_some()
-            && matches!(event, Event::Start | Event::Deadline)
-            && (svc.life.state.is_settled() || matches!(svc.life.state, State::Waiting { .. }))
-        {
-            if let Some(mut next) = svc.next_spec.take() {
-                next.timeout_stop
-                    .get_or_insert(self.settings.config.shutdown.timeout);
-                svc.spec = next;
-                console::log(
-                    Level::Info,
-                    &format!("{name}: using its changed service file"),
-                );
-            }
-        }
-        let before = svc.life.state.clone();
-        let mut queue: std::collections::VecDeque<Action> =
-            svc.life.handle(&svc.spec, event, now).into();
-        while let Some(action) = queue.pop_front() {
-            match action {
-                Action::Spawn(proc) => {
-                    let result = self.spawn(name, proc);
-                    crate::fault::point("deliver", name);
-                    if let Some(svc) = self.services.get_mut(name) {
-                        queue.extend(svc.life.handle(&svc.spec, result, Instant::now()));
-                    }
-                }
-                Action::Signal { pid, group, signal } => {
-                    self.signal_service(name, pid, group, signal)
-                }
-                Action::Log(level, message) => console::log(level, &format!("{name}: {message}")),
-                Action::End(action, status) => self.end_action(name, action, status),
-            }
-        }
-        self.after_transition(name, &before);
-    }
-
-    /// Reacts to a service's change for the others: dependents of a service
-    /// that went down are stopped, and the scheduler looks again.
-    fn after_transition(&mut self, name: &str, before: &State) {
-        let Some(svc) = self.services.get(name) else {
-            return;
-        };
-        let now_state = &svc.life.state;
-        if std::mem::discriminant(before) == std::mem::discriminant(now_state)
-            && before == now_state
-        {
-            return;
-        }
-        self.dirty = true;
-        let went_down = match now_state {
-            State::Failed { .. } | State::Stopped => true,
-            State::Exited { active: false } => svc.spec.service_type != ServiceType::Oneshot,
-            State::Exited { active: true }
-            | State::Starting { .. }
-            | State::Running { .. }
-            | State::Stopping { .. }
-            | State::Waiting { .. } => false,
-        };
-        let was_up = matches!(
-            before,
-            State::Running { .. }
-                | State::Starting { .. }
-                | State::Stopping { .. }
-                | State::Exited { active: true }
-        );
-        if went_down && was_up {
-            let dependents: Vec<String> = svc.deps.required_by.iter().cloned().collect();
-            let why = now_state.name();
-            for dep in dependents {
-                if let Some(d) = self.services.get_mut(&dep) {
-                    if !d.life.state.is_settled()
-                        && !d.stop_pending
-                        && !d.restart_pending
-                        && !matches!(d.life.state, State::Stopping { .. })
-                    {
-                        console::log(
-                            Level::Info,
-                            &format!("{dep}: stopping: it requires {name}, which is {why}"),
-                        );
-                        d.stop_pending = true;
-                        d.start_pending = false;
-                    }
-                }
-            }
-        }
-        if self
-            .services
-            .get(name)
-            .is_some_and(|s| s.removed && s.life.state.is_settled())
-        {
-            self.services.remove(name);
-            console::log(Level::Info, &format!("{name}: removed"));
-        }
-    }
-
-    /// Starts what may start and stops what may stop, until nothing moves.
-    fn schedule(&mut self) {
-        self.dirty = false;
-        if self.shutdown.is_some() {
-            // Whatever still runs or is about to restart must stop.
-            for svc in self.services.values_mut() {
-                svc.start_pending = false;
-                svc.restart_pending = false;
-                if !svc.life.state.is_settled()
-                    && !svc.stop_pending
-                    && !matches!(svc.life.state, State::Stopping { .. })
-                {
-                    svc.stop_pending = true;
-                }
-            }
-        }
-        loop {
-            let mut moved = false;
-            // Restarts on request: once down, they start like any start.
-            for svc in self.services.values_mut() {
-                if svc.restart_pending && !svc.stop_pending && svc.life.state.is_settled() {
-                    svc.restart_pending = false;
-                    svc.start_pending = true;
-                }
-            }
-            let pending: Vec<String> = self
-                .services
-                .iter()
-                .filter(|(_, s)| s.start_pending || s.stop_pending)
-                .map(|(n, _)| n.clone())
-                .collect();
-            for name in pending {
-                let Some(svc) = self.services.get(&name) else {
-                    continue;
-                };
-                if svc.stop_pending {
-                    let blocker = graph::stop_gate(&svc.deps, |other| {
-                        self.services.get(other).is_some_and(|o| {
-                            o.stop_pending || matches!(o.life.state, State::Stopping { .. })
-                        })
-                    });
-                    if blocker.is_none() {
-                        if let Some(svc) = self.services.get_mut(&name) {
-                            svc.stop_pending = false;
-                        }
-                        self.deliver(&name, Event::Stop);
-                        moved = true;
-                    }
-                } else if svc.start_pending && matches!(svc.life.state, State::Stopping { .. }) {
-                    // Started while still stopping: start once it is down.
-                } else if svc.start_pending {
-                    let gate = graph::start_gate(&svc.deps, |other| {
-                        self.services
-                            .get(other)
-                            .map_or(DepState::Stopped, Service::dep_state)
-                    });
-                    match gate {
-                        Gate::Go => {
-                            if let Some(svc) = self.services.get_mut(&name) {
-                                svc.start_pending = false;
-                                svc.waiting_for = None;
-                            }
-                            self.deliver(&name, Event::Start);
-                            moved = true;
-                        }
-                        Gate::Fail(reason) => {
-                            if let Some(svc) = self.services.get_mut(&name) {
-                                svc.start_pending = false;
-                                svc.waiting_for = None;
-                            }
-                            console::log(Level::Error, &format!("{name}: not started: {reason}"));
-                            self.deliver(&name, Event::Refuse { reason });
-                            moved = true;
-                        }
-                        Gate::Wait(reason) => {
-                            if let Some(svc) = self.services.get_mut(&name) {
-                                svc.waiting_for = Some(reason);
-                            }
-                        }
-                    }
-                }
-            }
-            if !moved {
-                break;
-            }
-        }
-    }
-
-    // ---- requests (initctl, reload) ----
-
-    /// `initctl start`: the service and what it requires and wants.
-    pub fn request_start(&mut self, name: &str) -> Result<String, String> {
-        self.known(name, false)?;
-        self.walk(name, |is_target, svc| {
-            let active = matches!(
-                svc.life.state,
-                State::Running { .. } | State::Starting { .. } | State::Exited { active: true }
-            );
-            if !active || is_target {
-                svc.stop_pending = false;
-                if !active {
-                    svc.start_pending = true;
-                }
-            }
-            svc.deps
-                .requires
-                .iter()
-                .chain(&svc.deps.wants)
-                .cloned()
-                .collect()
-        });
-        // A start by hand on a refused service retries it: its dependencies
-        // are checked again now (a reload may have fixed them).
-        self.requested(name)
-    }
-
-    /// `initctl stop`: the service and what requires it, dependents first.
-    pub fn request_stop(&mut self, name: &str) -> Result<String, String> {
-        self.known(name, true)?;
-        self.walk(name, |is_target, svc| {
-            svc.start_pending = false;
-            svc.waiting_for = None;
-            if !svc.life.state.is_settled() || is_target {
-                svc.stop_pending = true;
-            }
-            svc.deps.required_by.iter().cloned().collect()
-        });
-        self.requested(name)
-    }
-
-    /// `initctl restart`: stop it and what requires it (dependents first),
-    /// then start them all again through the queue, so that a changed
-    /// service file and the dependencies apply as at any start.
-    pub fn request_restart(&mut self, name: &str) -> Result<String, String> {
-        self.known(name, false)?;
-        self.walk(name, |is_target, svc| {
-            let up = !svc.life.state.is_settled() || svc.start_pending;
-            if !(up || is_target) {
-                return Vec::new();
-            }
-            svc.start_pending = false;
-            svc.restart_pending = true;
-            if !svc.life.state.is_settled() {
-                svc.stop_pending = true;
-            }
-            svc.deps.required_by.iter().cloned().collect()
-        });
-        self.requested(name)
-    }
-
-    /// Refuses requests for unknown services, and starts during shutdown.
-    fn known(&self, name: &str, allowed_in_shutdown: bool) -> Result<(), String> {
-        if self.shutdown.is_some() && !allowed_in_shutdown {
-            return Err("init is shutting down".into());
-        }
-        if !self.services.contains_key(name) {
-            return Err(format!("no such service: {name}"));
-        }
-        Ok(())
-    }
-
-    /// Visits `name`, then every service the visit names, once each.
-    fn walk(&mut self, name: &str, mut visit: impl FnMut(bool, &mut Service) -> Vec<String>) {
-        let mut todo = vec![name.to_string()];
-        let mut seen = std::collections::BTreeSet::new();
-        while let Some(n) = todo.pop() {
-            if !seen.insert(n.clone()) {
-                continue;
-            }
-            if let Some(svc) = self.services.get_mut(&n) {
-                todo.extend(visit(n == name, svc));
-            }
-        }
-    }
-
-    /// After a request: let the queues move, and say where the service is.
-    fn requested(&mut self, name: &str) -> Result<String, String> {
-        self.dirty = true;
-        self.schedule();
-        Ok(format!(
-            "{name}: {}",
-            self.services.get(name).map_or("gone", Service::state_name)
-        ))
-    }
-
     /// Re-reads the service directory (`initctl reload`, SIGHUP).
-    pub fn reload(&mut self) -> Result<control::ReloadReport, String> {
-        let mut report = control::ReloadReport::default();
+    pub fn reload(&mut self) -> Result<ReloadReport, String> {
         if !self.settings.load_service_dir {
             return Err("no service directory in use (--no-boot -- CMD)".into());
         }
@@ -1003,16 +617,9 @@ impl Supervisor {
             console::log(Level::Error, &format!("reload: {message}"));
             return Err(message);
         }
-        let loaded = spec::load_dir(&dir);
-        report_diagnostics(&loaded.diagnostics);
-        report.errors.extend(
-            loaded
-                .diagnostics
-                .iter()
-                .filter(|d| d.severity == crate::diag::Severity::Error)
-                .map(ToString::to_string),
-        );
-        if let Some(dir_error) = loaded.diagnostics.iter().find(|d| {
+        let (set, diagnostics, _) = self.read_services();
+        report_diagnostics(&diagnostics);
+        if let Some(dir_error) = diagnostics.iter().find(|d| {
             d.file == dir && d.line.is_none() && d.severity == crate::diag::Severity::Error
         }) {
             // The directory itself is unreadable: change nothing.
@@ -1022,81 +629,20 @@ impl Supervisor {
             );
             return Err(format!("{dir_error}; nothing changed"));
         }
-        let now = Instant::now();
-        let mut fresh: BTreeMap<String, ServiceSpec> = loaded
-            .services
-            .into_iter()
-            .map(|s| (s.name.clone(), s))
-            .collect();
-        for extra in &self.settings.extra_services {
-            fresh
-                .entry(extra.name.clone())
-                .or_insert_with(|| extra.clone());
-        }
-        let broken: std::collections::BTreeSet<String> = loaded.broken.into_iter().collect();
-        // Removed: stop and forget. Broken files keep their running service.
-        let current: Vec<String> = self.services.keys().cloned().collect();
-        for name in &current {
-            if !fresh.contains_key(name) && !broken.contains(name) {
-                report.removed.push(name.clone());
-                if let Some(svc) = self.services.get_mut(name) {
-                    svc.removed = true;
-                }
-                if self
-                    .services
-                    .get(name)
-                    .is_some_and(|s| s.life.state.is_settled() && !s.start_pending)
-                {
-                    self.services.remove(name);
-                } else {
-                    let _ = self.request_stop(name);
-                }
-            }
-        }
-        // Half-way: removals applied, additions and changes not yet.
+        // A panic before the engine takes the files changes nothing; the
+        // engine applies a reload whole, in its total `handle`.
         crate::fault::point("reload", "");
-        let cap = self.settings.config.log.buffer;
-        let mut added = Vec::new();
-        for (name, mut spec) in fresh {
-            match self.services.get_mut(&name) {
-                Some(svc) => {
-                    spec.timeout_stop
-                        .get_or_insert(self.settings.config.shutdown.timeout);
-                    // Against what the next start would use: a file changed
-                    // and changed back is a change too (back to the spec in
-                    // use, so nothing is left pending).
-                    let effective = svc.next_spec.as_ref().unwrap_or(&svc.spec);
-                    if *effective != spec {
-                        report.changed.push(name.clone());
-                        svc.next_spec = (svc.spec != spec).then_some(spec);
-                    }
-                }
-                None => {
-                    spec.timeout_stop
-                        .get_or_insert(self.settings.config.shutdown.timeout);
-                    report.added.push(name.clone());
-                    self.services
-                        .insert(name.clone(), Service::new(spec, now, cap));
-                    added.push(name);
-                }
-            }
-        }
-        let refused = self.rebuild_graph();
-        for name in added {
-            if let Some(reason) = refused.get(&name) {
-                self.deliver(
-                    &name,
-                    Event::Refuse {
-                        reason: reason.clone(),
-                    },
-                );
-            } else if self.shutdown.is_none() {
-                if let Some(svc) = self.services.get_mut(&name) {
-                    svc.start_pending = true;
-                }
-            }
-        }
-        self.dirty = true;
+        let diff = self.feed(Input::Reload(set)).reloaded.unwrap_or_default();
+        let report = ReloadReport {
+            added: diff.added,
+            removed: diff.removed,
+            changed: diff.changed,
+            errors: diagnostics
+                .iter()
+                .filter(|d| d.severity == crate::diag::Severity::Error)
+                .map(ToString::to_string)
+                .collect(),
+        };
         console::log(
             Level::Info,
             &format!(
@@ -1113,26 +659,24 @@ impl Supervisor {
 
     // ---- processes ----
 
-    fn spawn(&mut self, name: &str, proc: Proc) -> Event {
-        let Some(svc) = self.services.get(name) else {
-            return Event::SpawnFailed {
-                reason: "service vanished".into(),
-                status: 1,
-                transient: false,
-            };
+    /// Starts a process of `name` (its current spec).
+    fn spawn(&mut self, name: &str, proc: Proc) -> Result<Pid, SpawnFailure> {
+        let failure = |reason: String, status: i32, transient: bool| SpawnFailure {
+            reason,
+            status,
+            transient,
         };
-        let spec = &svc.spec;
+        let Some(unit) = self.engine.unit(name) else {
+            return Err(failure("service vanished".into(), 1, false));
+        };
+        let spec = &unit.spec;
         let argv = match proc {
             Proc::Main => Some(&spec.exec_start),
             Proc::Pre(i) => spec.exec_start_pre.get(i).map(|c| &c.argv),
             Proc::Stop(i) => spec.exec_stop.get(i).map(|c| &c.argv),
         };
         let Some(argv) = argv else {
-            return Event::SpawnFailed {
-                reason: format!("no command for {proc:?}"),
-                status: 1,
-                transient: false,
-            };
+            return Err(failure(format!("no command for {proc:?}"), 1, false));
         };
         let mut extra: Vec<spawn::Var> = Vec::new();
         if proc == Proc::Main && spec.service_type == ServiceType::Notify {
@@ -1140,27 +684,19 @@ impl Supervisor {
                 extra.push(("NOTIFY_SOCKET".into(), sock.path.clone().into_os_string()));
             }
         }
-        if let (Proc::Stop(_), Some(pid)) = (proc, svc.life.state.main_pid()) {
+        if let (Proc::Stop(_), Some(pid)) = (proc, unit.life.state.main_pid()) {
             extra.push(("MAINPID".into(), pid.to_string().into()));
         }
-        let launch = match spawn::prepare(
+        let mut launch = spawn::prepare(
             &self.settings.root,
             &self.settings.base_env,
             spec,
             argv,
             &extra,
             self.settings.nofile,
-        ) {
-            Ok(l) => l,
-            Err(e) => {
-                return Event::SpawnFailed {
-                    reason: e.reason,
-                    status: e.status,
-                    transient: e.transient,
-                }
-            }
-        };
-        let mut launch = launch;
+        )
+        .map_err(|e| failure(e.reason, e.status, e.transient))?;
+        let streams = spawn::streams(spec);
         if let Some(dir) = self.cgroup_of(name) {
             match std::fs::create_dir(&dir) {
                 Ok(()) => {}
@@ -1177,61 +713,30 @@ impl Supervisor {
                 launch.cgroup_procs = Some(dir.join("cgroup.procs"));
             }
         }
-        let (stdout, stderr, read) = match spawn::streams(spec) {
-            Ok(s) => s,
-            Err(e) => {
-                let transient = matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
-                );
-                return Event::SpawnFailed {
-                    reason: format!("output pipe: {e}"),
-                    status: 1,
-                    transient,
-                };
-            }
-        };
-        match spawn::start(launch, stdout, stderr) {
-            Ok(started) => {
-                let pid = started.pid;
-                if let Some(e) = started.cgroup_error {
-                    console::log(
-                        Level::Warn,
-                        &format!(
-                            "{name}: could not join cgroup {}: {e}; pid {pid} is tracked by its process group",
-                            self.cgroup_of(name).unwrap_or_default().display()
-                        ),
-                    );
-                }
-                self.forget_stale_group(pid);
-                self.procs.insert(pid, name.to_string());
-                self.has_children = true;
-                if let Some(fd) = read {
-                    self.watch_pipe(fd, name, pid);
-                }
-                Event::Spawned { pid }
-            }
-            Err(e) => Event::SpawnFailed {
-                reason: e.reason,
-                status: e.status,
-                transient: e.transient,
-            },
+        let (stdout, stderr, read) = streams.map_err(|e| {
+            let transient = matches!(
+                e.raw_os_error(),
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+            );
+            failure(format!("output pipe: {e}"), 1, transient)
+        })?;
+        let started = spawn::start(launch, stdout, stderr)
+            .map_err(|e| failure(e.reason, e.status, e.transient))?;
+        let pid = started.pid;
+        if let Some(e) = started.cgroup_error {
+            console::log(
+                Level::Warn,
+                &format!(
+                    "{name}: could not join cgroup {}: {e}; pid {pid} is tracked by its process group",
+                    self.cgroup_of(name).unwrap_or_default().display()
+                ),
+            );
         }
-    }
-
-    /// A new process got a pid that a stopping service still remembers as
-    /// its process group: that group is gone (pids are not reused while a
-    /// group of that number exists), so never signal it again.
-    fn forget_stale_group(&mut self, pid: Pid) {
-        let stale: Vec<String> = self
-            .services
-            .iter()
-            .filter(|(_, s)| matches!(s.life.state, State::Stopping { group: Some(g), group_alive: true, main: None, .. } if g == pid))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in stale {
-            self.deliver(&name, Event::GroupEmpty);
+        self.has_children = true;
+        if let Some(fd) = read {
+            self.watch_pipe(fd, name, pid);
         }
+        Ok(pid)
     }
 
     fn watch_pipe(&mut self, fd: OwnedFd, name: &str, pid: Pid) {
@@ -1313,26 +818,33 @@ impl Supervisor {
             return;
         }
         console::service_lines(lines);
-        if let Some(svc) = self.services.get_mut(service) {
-            svc.logs.push_lines(SystemTime::now(), pid, lines);
-            if let Some(ctl) = self.control.as_mut() {
-                ctl.pump(Some(service), &self.services, &self.epoll);
-            }
+        // Kept for `initctl logs` while the service exists (a removed
+        // service's last lines still reach the console).
+        if self.engine.unit(service).is_none() {
+            return;
+        }
+        let cap = self.settings.config.log.buffer;
+        self.logs
+            .entry(service.to_string())
+            .or_insert_with(|| LogRing::new(cap))
+            .push_lines(SystemTime::now(), pid, lines);
+        if let Some(ctl) = self.control.as_mut() {
+            let view = View {
+                engine: &self.engine,
+                logs: &self.logs,
+            };
+            ctl.pump(Some(service), &view, &self.epoll);
         }
     }
 
-    /// The one reaper: every exited child, routed to its service. Exits
-    /// wait in `reaped` until delivered, so that a panic on the way loses
-    /// none (the recovery calls this again).
+    /// The one reaper: every exited child, handed to the engine in one
+    /// batch. Exits wait in `reaped` until handed over, so that a panic on
+    /// the way loses none (the recovery calls this again).
     fn reap(&mut self) {
         crate::fault::point("reap", "");
         loop {
             match sys::reap_one() {
-                Ok(Some((pid, exit))) => self.reaped.push_back(Reaped {
-                    pid,
-                    exit,
-                    owner: None,
-                }),
+                Ok(Some(exit)) => self.reaped.push_back(exit),
                 Ok(None) => break,
                 Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
                     self.has_children = false;
@@ -1346,63 +858,40 @@ impl Supervisor {
             }
         }
         crate::fault::point("reaped", "");
-        // Every reaped pid is routed, and its group looked at, before any
-        // exit is delivered: delivering one can start a process at once,
-        // and the kernel may give it the pid (and so the process group) of
-        // a later exit of this same batch, freed by the reaping above. That
-        // exit must still reach its own service, and must not see the new
-        // process as its group. (Groups are looked at only after every
-        // zombie is gone, so that a group of zombies is not alive.)
-        let mut i = 0;
-        while let Some(entry) = self.reaped.get(i) {
-            if entry.owner.is_none() {
-                let pid = entry.pid;
-                let owner = self.procs.remove(&pid).map(|name| {
-                    let alive = self.group_exists(&name, pid);
-                    (name, alive)
-                });
-                if let Some(entry) = self.reaped.get_mut(i) {
-                    entry.owner = Some(owner);
-                }
-            }
-            i += 1;
-        }
-        while let Some(entry) = self.reaped.pop_front() {
-            match entry.owner.flatten() {
-                Some((name, group_alive)) => {
-                    self.deliver(
-                        &name,
-                        Event::Exited {
-                            pid: entry.pid,
-                            exit: entry.exit,
-                            group_alive,
-                        },
-                    );
-                }
+        // Each process's group is looked at once every zombie of the batch
+        // is gone (a group of zombies is not alive), and before the engine
+        // sees any exit: delivering one may start a process, which the
+        // kernel may give the pid, and so the group number, of a later
+        // exit of this same batch.
+        let mut exits = Vec::new();
+        for (pid, exit) in &self.reaped {
+            match self.engine.owner(*pid) {
+                Some(name) => exits.push(Reaped {
+                    pid: *pid,
+                    exit: *exit,
+                    group_alive: self.group_exists(name, *pid),
+                }),
                 // Orphans can come by the thousand: no text unless asked.
                 None if console::enabled(Level::Debug) => console::log(
                     Level::Debug,
-                    &format!("reaped orphan {} ({})", entry.pid, describe(entry.exit)),
+                    &format!("reaped orphan {pid} ({})", exit.describe()),
                 ),
                 None => {}
             }
         }
-        let emptied: Vec<String> = self
-            .services
-            .iter()
-            .filter(|(n, s)| match s.life.state {
-                State::Stopping {
-                    main: None,
-                    group: Some(g),
-                    group_alive: true,
-                    ..
-                } => !self.group_exists(n, g),
-                _ => false,
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in emptied {
-            self.deliver(&name, Event::GroupEmpty);
+        self.reaped.clear();
+        if !exits.is_empty() || !self.has_children {
+            self.feed(Input::Reaped {
+                exits,
+                children_left: self.has_children,
+            });
+        }
+        // A stopping service whose main process is gone waits for its
+        // group (or cgroup) to empty.
+        for (name, group) in self.engine.groups_to_watch() {
+            if !self.group_exists(&name, group) {
+                self.feed(Input::GroupEmpty(name));
+            }
         }
     }
 
@@ -1446,10 +935,10 @@ impl Supervisor {
                     Mode::Boot => Ending::Poweroff,
                     Mode::NoBoot => Ending::Exit(0),
                 };
-                self.begin_shutdown(
+                self.feed(Input::Shutdown {
                     ending,
-                    &format!("received {} from pid {sender}", spec::signal_name(signal)),
-                );
+                    reason: format!("received {} from pid {sender}", spec::signal_name(signal)),
+                });
             }
             libc::SIGHUP => {
                 console::log(Level::Info, "received SIGHUP: reloading service files");
@@ -1469,15 +958,7 @@ impl Supervisor {
         self.timer_armed = None;
         crate::fault::point("timer", "");
         let now = Instant::now();
-        let due: Vec<String> = self
-            .services
-            .iter()
-            .filter(|(_, s)| s.life.state.deadline().is_some_and(|d| d <= now))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in due {
-            self.deliver(&name, Event::Deadline);
-        }
+        self.feed(Input::Tick);
         self.with_control(|ctl, sup| ctl.on_deadline(now, &sup.epoll, TOKEN_CONTROL));
         for (limit, what) in [
             (
@@ -1496,25 +977,16 @@ impl Supervisor {
                 );
             }
         }
-        self.progress_shutdown();
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let services = self
-            .services
-            .values()
-            .filter_map(|s| s.life.state.deadline());
-        let shutdown = self
-            .shutdown
-            .as_ref()
-            .into_iter()
-            .flat_map(|s| s.deadline.into_iter().chain(s.final_deadline));
         let control = self.control.as_ref().and_then(Control::deadline);
         let warnings = [&self.foreign_notify, &self.garbage_notify]
             .into_iter()
             .filter_map(RateLimit::deadline);
-        services
-            .chain(shutdown)
+        self.engine
+            .next_deadline()
+            .into_iter()
             .chain(control)
             .chain(warnings)
             .min()
@@ -1555,66 +1027,21 @@ impl Supervisor {
                     return;
                 }
             };
-            self.on_notify_message(message);
+            crate::fault::point("notify", "");
+            // The engine decides whose message it is: by the sender's pid
+            // (from the kernel), or its process group.
+            let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(message.pid)))
+                .ok()
+                .map(|g| g.as_raw());
+            self.feed(Input::Notify {
+                pid: message.pid,
+                pgid,
+                fields: message.body.clone(),
+            });
+            // The message (and its barrier fd) is dropped here: the sender
+            // learns that init has handled it.
+            drop(message);
         }
-    }
-
-    fn on_notify_message(&mut self, message: crate::notify::Message) {
-        let pid = message.pid;
-        crate::fault::point("notify", "");
-        // Anyone may send to the socket (services run as any user): the
-        // warnings are rate-limited, so that a flood costs init neither its
-        // CPU nor its own lines on a slow console.
-        let Some(name) = self.service_of_process(pid) else {
-            if self.foreign_notify.allow(Instant::now()) {
-                console::log(Level::Warn, &format!("notify: ignoring a message from pid {pid}: not a process of a Type=notify service"));
-            }
-            return;
-        };
-        let fields = match message.body {
-            Ok(f) => f,
-            Err(reason) => {
-                if self.garbage_notify.allow(Instant::now()) {
-                    console::log(
-                        Level::Warn,
-                        &format!("{name}: notify: ignoring garbage from pid {pid}: {reason}"),
-                    );
-                }
-                return;
-            }
-        };
-        for (key, value) in fields {
-            match key.as_str() {
-                "READY" if value == "1" => self.deliver(&name, Event::Ready),
-                "STATUS" => {
-                    if let Some(svc) = self.services.get_mut(&name) {
-                        svc.status_text = Some(value.chars().take(256).collect());
-                    }
-                }
-                "STOPPING" if value == "1" => {
-                    console::log(Level::Info, &format!("{name}: reports it is stopping"))
-                }
-                _ => console::log(Level::Debug, &format!("{name}: notify: ignoring {key}")),
-            }
-        }
-    }
-
-    /// The notify service a process belongs to: its main process, or a
-    /// process in the main process's group.
-    fn service_of_process(&self, pid: Pid) -> Option<String> {
-        let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
-            .ok()
-            .map(|g| g.as_raw());
-        self.services
-            .iter()
-            .filter(|(_, s)| s.spec.service_type == ServiceType::Notify)
-            .find(|(_, s)| {
-                s.life
-                    .state
-                    .main_pid()
-                    .is_some_and(|main| main == pid || Some(main) == group)
-            })
-            .map(|(n, _)| n.clone())
     }
 
     // ---- control socket ----
@@ -1631,8 +1058,19 @@ impl Supervisor {
                     |_| "a bad control request".to_string(),
                     |r| format!("control request {}", r.command.name()),
                 );
-                let reply = match panics::catch(|| control::execute(sup, ctl, client, request)) {
-                    Ok(reply) => reply,
+                let step = panics::catch(|| {
+                    let step = control::execute(&sup.view(), ctl, client, request);
+                    match step {
+                        Step::Do(task) => {
+                            let result = sup.carry_out(&task);
+                            ctl.done(client, &task, result, &sup.view())
+                        }
+                        other => other,
+                    }
+                });
+                let reply = match step {
+                    Ok(Step::Reply(response)) => Some(*response),
+                    Ok(Step::Later | Step::Do(_)) => None,
                     Err(text) => {
                         console::log(
                             Level::Error,
@@ -1646,9 +1084,38 @@ impl Supervisor {
                 };
                 ctl.reply(client, reply, &sup.epoll);
             }
-            ctl.pump(None, &sup.services, &sup.epoll);
-            ctl.settle_waiting(&sup.services, &sup.epoll);
+            ctl.pump(None, &sup.view(), &sup.epoll);
+            ctl.settle_waiting(&sup.view(), &sup.epoll);
         });
+    }
+
+    /// Carries out what a control request asks of init: an engine request,
+    /// a reload, a shutdown. Its result, for the control server to answer.
+    fn carry_out(&mut self, task: &Task) -> Result<control::Done, String> {
+        match task {
+            Task::Engine(request) => {
+                let fed = self.feed(Input::Request(request.clone()));
+                fed.answers
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| Err("no answer".into()))
+                    .map(control::Done::Message)
+            }
+            Task::Reload => self.reload().map(control::Done::Reloaded),
+            Task::Shutdown { reboot } => {
+                let ending = match (self.settings.mode, reboot) {
+                    (Mode::Boot, false) => Ending::Poweroff,
+                    (Mode::Boot, true) => Ending::Reboot,
+                    (Mode::NoBoot, _) => Ending::Exit(0),
+                };
+                let what = if *reboot { "reboot" } else { "poweroff" };
+                self.feed(Input::Shutdown {
+                    ending,
+                    reason: format!("initctl {what}"),
+                });
+                Ok(control::Done::Message(format!("shutting down ({what})")))
+            }
+        }
     }
 
     /// Runs `f` with the control server taken out of the supervisor (a
@@ -1671,134 +1138,6 @@ impl Supervisor {
 
     // ---- ends ----
 
-    fn end_action(&mut self, name: &str, action: EndAction, status: i32) {
-        let ending = match (action, self.settings.mode) {
-            (EndAction::None, _) => return,
-            (EndAction::Poweroff, Mode::Boot) | (EndAction::Exit, Mode::Boot) => Ending::Poweroff,
-            (EndAction::Reboot, Mode::Boot) => Ending::Reboot,
-            (EndAction::Poweroff | EndAction::Reboot, Mode::NoBoot) => Ending::Exit(0),
-            (EndAction::Exit, Mode::NoBoot) => Ending::Exit(status),
-        };
-        let kind = match action {
-            EndAction::None => "none",
-            EndAction::Poweroff => "poweroff",
-            EndAction::Reboot => "reboot",
-            EndAction::Exit => "exit",
-        };
-        self.begin_shutdown(
-            ending,
-            &format!("service {name} ended: its action is {kind} (status {status})"),
-        );
-    }
-
-    /// Starts an orderly shutdown: services in reverse dependency order,
-    /// then every remaining process, then the end.
-    pub fn begin_shutdown(&mut self, ending: Ending, reason: &str) {
-        if self.shutdown.is_some() {
-            console::log(
-                Level::Info,
-                &format!("already shutting down; ignoring: {reason}"),
-            );
-            return;
-        }
-        console::log(
-            Level::Info,
-            &format!("shutting down ({}): {reason}", ending_name(&ending)),
-        );
-        let now = Instant::now();
-        self.shutdown = Some(Shutdown {
-            ending,
-            phase: ShutdownPhase::Services,
-            deadline: None,
-            final_deadline: now.checked_add(self.settings.config.shutdown.final_timeout),
-        });
-        self.dirty = true;
-    }
-
-    fn progress_shutdown(&mut self) {
-        let Some(shutdown) = self.shutdown.as_ref() else {
-            return;
-        };
-        let now = Instant::now();
-        if shutdown.final_deadline.is_some_and(|d| d <= now) {
-            // A service that never dies (TimeoutStopSec=infinity, a process
-            // stuck in the kernel) must not keep the enclave from ending.
-            console::log(
-                Level::Warn,
-                &format!(
-                    "shutdown took longer than {}; sending SIGKILL to every remaining process",
-                    duration::format(self.settings.config.shutdown.final_timeout)
-                ),
-            );
-            self.signal_remaining(libc::SIGKILL);
-            if let Some(s) = self.shutdown.as_mut() {
-                s.final_deadline = None;
-                s.phase = ShutdownPhase::Kill;
-                s.deadline = now.checked_add(Duration::from_secs(5));
-            }
-            self.reap();
-            if !self.has_children {
-                self.finish();
-            }
-            return;
-        }
-        match shutdown.phase {
-            ShutdownPhase::Services => {
-                let busy = self
-                    .services
-                    .values()
-                    .any(|s| !s.life.state.is_settled() || s.stop_pending);
-                if busy {
-                    return;
-                }
-                self.reap();
-                if !self.has_children {
-                    return self.finish();
-                }
-                console::log(
-                    Level::Info,
-                    "services stopped; sending SIGTERM to remaining processes",
-                );
-                self.signal_remaining(libc::SIGTERM);
-                self.signal_remaining(libc::SIGCONT);
-                let timeout = self.settings.config.shutdown.timeout;
-                if let Some(s) = self.shutdown.as_mut() {
-                    s.phase = ShutdownPhase::Term;
-                    s.deadline = now.checked_add(timeout);
-                }
-                self.reap();
-                if !self.has_children {
-                    self.finish();
-                }
-            }
-            ShutdownPhase::Term | ShutdownPhase::Kill => {
-                if !self.has_children {
-                    return self.finish();
-                }
-                if shutdown.deadline.is_some_and(|d| d <= now) {
-                    if shutdown.phase == ShutdownPhase::Term {
-                        console::log(Level::Warn, "processes still running; sending SIGKILL");
-                        self.signal_remaining(libc::SIGKILL);
-                        if let Some(s) = self.shutdown.as_mut() {
-                            s.phase = ShutdownPhase::Kill;
-                            s.deadline = now.checked_add(Duration::from_secs(5));
-                        }
-                        self.reap();
-                        if !self.has_children {
-                            self.finish();
-                        }
-                    } else {
-                        console::log(Level::Error, "processes survive SIGKILL; ending anyway");
-                        self.finish();
-                    }
-                }
-            }
-        }
-    }
-
-    /// Signals every process init is responsible for. As PID 1 that is
-    /// everyone (`kill(-1)` spares init itself); as a subreaper only our own
-    /// descendants, never the rest of the machine.
     fn signal_remaining(&self, signal: i32) {
         if self.is_pid1 {
             if let Err(e) = sys::kill(-1, signal) {
@@ -1813,13 +1152,6 @@ impl Supervisor {
         }
         for pid in descendants(&self.settings.proc_path, sys::getpid()) {
             let _ = sys::kill(pid, signal);
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            self.drain_pipes();
-            self.finished = Some(shutdown.ending);
         }
     }
 
@@ -1862,14 +1194,6 @@ impl Supervisor {
     pub fn notify_path(&self) -> Option<&Path> {
         self.notify.as_ref().map(|n| n.path.as_path())
     }
-
-    pub fn epoll(&self) -> &Epoll {
-        &self.epoll
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutdown.is_some()
-    }
 }
 
 /// The console fd lives in the console module's static.
@@ -1890,8 +1214,8 @@ impl Supervisor {
     /// The cgroup tracking `name`, when cgroup v2 tracking is on for it.
     fn cgroup_of(&self, name: &str) -> Option<PathBuf> {
         let root = self.settings.cgroup_root.as_ref()?;
-        let svc = self.services.get(name)?;
-        (svc.spec.kill_mode != crate::spec::KillMode::Process)
+        let unit = self.engine.unit(name)?;
+        (unit.spec.kill_mode != crate::spec::KillMode::Process)
             .then(|| root.join(format!("{name}.service")))
     }
 
@@ -1982,18 +1306,6 @@ fn group_exists(pgid: Pid) -> bool {
     match sys::kill(-pgid, 0) {
         Ok(()) => true,
         Err(e) => e.raw_os_error() == Some(libc::EPERM),
-    }
-}
-
-fn describe(exit: Exit) -> String {
-    exit.describe()
-}
-
-fn ending_name(ending: &Ending) -> String {
-    match ending {
-        Ending::Poweroff => "poweroff".into(),
-        Ending::Reboot => "reboot".into(),
-        Ending::Exit(status) => format!("exit {status}"),
     }
 }
 

@@ -1,0 +1,1228 @@
+//! The orchestrator: every decision about *which* service starts or stops
+//! *when*, as one pure state machine, `Engine::handle(input, now) ->
+//! effects`. Beside [`lifecycle`] (one service's life) and [`graph`] (who
+//! depends on whom), it owns the services' records, which process belongs
+//! to which service, the requests waiting for their dependencies, reload
+//! diffs, the shutdown and its phases, and the end. No I/O, no clock:
+//! the event loop turns the world into [`Input`]s and carries out the
+//! [`Effect`]s; it decides nothing.
+//!
+//! `handle` is total: no input, in any state, can make it panic (the
+//! crate denies the panicking shortcuts, and `orchestrator_tests.rs`
+//! drives it through every request in every state and through sequences
+//! of reloads). A service's own state machine runs on a copy that is kept
+//! only if it returns: should it ever panic, that service alone is failed,
+//! in a state that is true (its processes are killed), and nothing is
+//! left half-applied.
+//!
+//! [`lifecycle`]: crate::lifecycle
+//! [`graph`]: crate::graph
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::config::Level;
+use crate::duration;
+use crate::graph::{self, DepState, Deps, Gate};
+use crate::lifecycle::{Action, Event, Exit, Failure, Life, Pid, Proc, State};
+use crate::spec::{EndAction, ServiceSpec, ServiceType};
+
+/// How init was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// PID 1 of an enclave: every end is `reboot(2)`.
+    Boot,
+    /// `--no-boot`: every end is `exit`.
+    NoBoot,
+}
+
+/// How init ends, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    Poweroff,
+    Reboot,
+    Exit(i32),
+}
+
+impl Ending {
+    pub fn name(&self) -> String {
+        match self {
+            Ending::Poweroff => "poweroff".into(),
+            Ending::Reboot => "reboot".into(),
+            Ending::Exit(status) => format!("exit {status}"),
+        }
+    }
+}
+
+/// What the engine needs besides the service files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub mode: Mode,
+    /// `shutdown.timeout`: the default `TimeoutStopSec`, and how long the
+    /// processes left after the services get between SIGTERM and SIGKILL.
+    pub stop_timeout: Duration,
+    /// `shutdown.final_timeout`: the bound on a whole shutdown.
+    pub final_timeout: Duration,
+}
+
+/// What a service waits for the scheduler to do: the explicit form of
+/// "start me once my dependencies are ready" and "stop me once what is
+/// ordered after me is down".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    None,
+    /// Start once what it waits for is ready (or fail if that failed).
+    Start,
+    /// Stop once what is ordered after it is down.
+    Stop,
+    /// Stop (if up) once what is ordered after it is down, then start.
+    Restart,
+    /// A restart's stop was sent: start once it is down.
+    Restarting,
+}
+
+/// One service's record.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub spec: ServiceSpec,
+    /// A changed file, used from the next start on.
+    pub next_spec: Option<ServiceSpec>,
+    pub life: Life,
+    pub deps: Deps,
+    pub pending: Pending,
+    /// What a pending start waits for, for `initctl status`.
+    pub waiting_for: Option<String>,
+    /// `STATUS=` of a notify service.
+    pub status_text: Option<String>,
+    /// Removed from the directory: forgotten once down.
+    removed: bool,
+}
+
+impl Unit {
+    fn new(spec: ServiceSpec, now: Instant) -> Self {
+        Self {
+            spec,
+            next_spec: None,
+            life: Life::new(now),
+            deps: Deps::default(),
+            pending: Pending::None,
+            waiting_for: None,
+            status_text: None,
+            removed: false,
+        }
+    }
+
+    /// The state `initctl` shows: a queued start is already "starting".
+    pub fn state_name(&self) -> &'static str {
+        match (self.pending, &self.life.state) {
+            (Pending::Start, State::Stopping { .. }) => "stopping",
+            (Pending::Start, _) => "starting",
+            _ => self.life.state.name(),
+        }
+    }
+
+    /// Whether a request on it has nothing left to wait for.
+    pub fn is_pending(&self) -> bool {
+        self.pending != Pending::None
+    }
+
+    fn dep_state(&self) -> DepState {
+        if self.is_pending() {
+            return DepState::Pending;
+        }
+        match &self.life.state {
+            State::Starting { .. } | State::Stopping { .. } | State::Waiting { .. } => {
+                DepState::Pending
+            }
+            State::Running { .. } | State::Exited { active: true } => DepState::Ready,
+            State::Exited { active: false } => DepState::Exited,
+            State::Stopped => DepState::Stopped,
+            State::Failed { .. } => DepState::Failed,
+        }
+    }
+
+    /// Stopping, or waiting for the stop gate (what the services ordered
+    /// before it wait for).
+    fn is_stopping_or_about_to(&self) -> bool {
+        matches!(self.life.state, State::Stopping { .. })
+            || self.pending == Pending::Stop
+            || (self.pending == Pending::Restart && !self.life.state.is_settled())
+    }
+
+    /// Up, as a start request sees it: nothing to start.
+    fn is_active(&self) -> bool {
+        matches!(
+            self.life.state,
+            State::Running { .. } | State::Starting { .. } | State::Exited { active: true }
+        )
+    }
+
+    /// The spec a next start would use.
+    fn effective_spec(&self) -> &ServiceSpec {
+        self.next_spec.as_ref().unwrap_or(&self.spec)
+    }
+}
+
+/// A request of `initctl` (or SIGHUP-free equivalents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Start it and what it requires and wants.
+    Start(String),
+    /// Stop it and what requires it, dependents first.
+    Stop(String),
+    /// Stop it and what requires it, then start them all again.
+    Restart(String),
+}
+
+/// An exit the reaper collected, with what the loop saw of its process
+/// group once every zombie of the batch was gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    pub pid: Pid,
+    pub exit: Exit,
+    pub group_alive: bool,
+}
+
+/// A start that could not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnFailure {
+    pub reason: String,
+    /// The shell's convention: 127 not found, 126 other.
+    pub status: i32,
+    /// Out of processes, memory or descriptors: retried with backoff.
+    pub transient: bool,
+}
+
+/// The service files as read from the directory (plus `main`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceSet {
+    pub services: Vec<ServiceSpec>,
+    /// Names whose file exists but could not be read: a running service
+    /// of that name is left alone by a reload.
+    pub broken: BTreeSet<String>,
+}
+
+/// Everything the world tells the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The services at start.
+    Load(ServiceSet),
+    /// The services after `initctl reload` (or SIGHUP).
+    Reload(ServiceSet),
+    Request(Request),
+    /// The result of an [`Effect::Spawn`].
+    Spawned {
+        service: String,
+        result: Result<Pid, SpawnFailure>,
+    },
+    /// One batch of the reaper (only processes the engine knows), and
+    /// whether init still has children.
+    Reaped {
+        exits: Vec<Reaped>,
+        children_left: bool,
+    },
+    /// The process group of a stopping service has no member left.
+    GroupEmpty(String),
+    /// A message on the notify socket: the sender's pid (from the kernel),
+    /// its process group, and the fields (or why they are garbage).
+    Notify {
+        pid: Pid,
+        pgid: Option<Pid>,
+        fields: Result<Vec<(String, String)>, String>,
+    },
+    /// The clock reached [`Engine::next_deadline`].
+    Tick,
+    /// SIGTERM/SIGINT/SIGPWR, `initctl poweroff`/`reboot`.
+    Shutdown {
+        ending: Ending,
+        reason: String,
+    },
+    /// Init lost track of a service (a panic while carrying out its
+    /// effects): fail it, killing its processes and `pids`.
+    Abandon {
+        service: String,
+        reason: String,
+        pids: Vec<Pid>,
+    },
+}
+
+/// Warnings anyone can trigger: the loop rate-limits them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Noise {
+    /// A notify datagram from a process of no notify service.
+    ForeignNotify { pid: Pid },
+    /// A notify datagram that is not sd_notify's format.
+    GarbageNotify {
+        service: String,
+        pid: Pid,
+        reason: String,
+    },
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+/// Everything the engine asks of the world.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Start a process of the service (its current spec); the result comes
+    /// back as [`Input::Spawned`].
+    Spawn {
+        service: String,
+        proc: Proc,
+    },
+    /// Signal a process of the service, or its whole group (its cgroup
+    /// when it has one).
+    Signal {
+        service: String,
+        pid: Pid,
+        group: bool,
+        signal: i32,
+    },
+    /// Signal every process init is responsible for.
+    SignalRemaining(i32),
+    Log(Level, String),
+    Noise(Noise),
+    /// The answer to a [`Request`]: refused with a reason, or accepted
+    /// (`Ok` holds the service's name: the answer is its state once every
+    /// effect, spawns included, has been carried out).
+    Answer(Result<String, String>),
+    Reloaded(ReloadDiff),
+    /// A removed service is gone: drop what the loop keeps for it.
+    Forget(String),
+    /// Init's end: the loop stops and init ends this way.
+    Finish(Ending),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Services are being stopped in order.
+    Services,
+    /// SIGTERM sent to every remaining process.
+    Term,
+    /// SIGKILL sent.
+    Kill,
+}
+
+#[derive(Debug, Clone)]
+struct Shutdown {
+    ending: Ending,
+    phase: Phase,
+    deadline: Option<Instant>,
+    /// `final_timeout` after the start; `None`: no bound, or passed.
+    final_deadline: Option<Instant>,
+}
+
+/// The orchestrator's whole state.
+#[derive(Debug)]
+pub struct Engine {
+    settings: Settings,
+    units: BTreeMap<String, Unit>,
+    /// Every live process init started, by pid: its service.
+    procs: HashMap<Pid, String>,
+    shutdown: Option<Shutdown>,
+    finished: bool,
+    children_left: bool,
+    /// Something changed that the scheduler must look at.
+    dirty: bool,
+}
+
+type Out = Vec<Effect>;
+
+impl Engine {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            units: BTreeMap::new(),
+            procs: HashMap::new(),
+            shutdown: None,
+            finished: false,
+            children_left: true,
+            dirty: false,
+        }
+    }
+
+    // ---- the read-only view ----
+
+    pub fn units(&self) -> impl Iterator<Item = (&String, &Unit)> {
+        self.units.iter()
+    }
+
+    pub fn unit(&self, name: &str) -> Option<&Unit> {
+        self.units.get(name)
+    }
+
+    /// The service a live process belongs to.
+    pub fn owner(&self, pid: Pid) -> Option<&str> {
+        self.procs.get(&pid).map(String::as_str)
+    }
+
+    /// The processes of `service` init knows alive.
+    pub fn processes_of<'a>(&'a self, service: &'a str) -> impl Iterator<Item = Pid> + 'a {
+        self.procs
+            .iter()
+            .filter(move |(_, s)| s.as_str() == service)
+            .map(|(p, _)| *p)
+    }
+
+    /// Stopping services whose main process is gone while its group was
+    /// last seen alive: the loop looks whether the group still has members.
+    pub fn groups_to_watch(&self) -> Vec<(String, Pid)> {
+        self.units
+            .iter()
+            .filter_map(|(name, u)| match u.life.state {
+                State::Stopping {
+                    main: None,
+                    group: Some(g),
+                    group_alive: true,
+                    ..
+                } => Some((name.clone(), g)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_some()
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.settings.mode
+    }
+
+    /// The earliest time the engine wants a [`Input::Tick`].
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let units = self.units.values().filter_map(|u| u.life.state.deadline());
+        let shutdown = self
+            .shutdown
+            .iter()
+            .flat_map(|s| s.deadline.into_iter().chain(s.final_deadline));
+        units.chain(shutdown).min()
+    }
+
+    // ---- the one transition function ----
+
+    /// Applies one input and settles what follows from it (the scheduler,
+    /// the shutdown); returns what the world must do, in order.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if self.finished {
+            return out;
+        }
+        let mut answer_for = None;
+        match input {
+            Input::Load(set) => self.load(set, now, &mut out),
+            Input::Reload(set) => self.reload(set, now, &mut out),
+            Input::Request(request) => answer_for = self.request(request),
+            Input::Spawned { service, result } => self.spawned(&service, result, now, &mut out),
+            Input::Reaped {
+                exits,
+                children_left,
+            } => self.reaped(exits, children_left, now, &mut out),
+            Input::GroupEmpty(service) => self.deliver(&service, Event::GroupEmpty, now, &mut out),
+            Input::Notify { pid, pgid, fields } => self.notify(pid, pgid, fields, now, &mut out),
+            Input::Tick => self.tick(now, &mut out),
+            Input::Shutdown { ending, reason } => {
+                self.begin_shutdown(ending, &reason, now, &mut out)
+            }
+            Input::Abandon {
+                service,
+                reason,
+                pids,
+            } => self.abandon(&service, &reason, &pids, now, &mut out),
+        }
+        self.settle(now, &mut out);
+        if let Some(answer) = answer_for {
+            out.push(Effect::Answer(answer));
+        }
+        out
+    }
+
+    /// The scheduler until nothing moves, then the shutdown's progress.
+    fn settle(&mut self, now: Instant, out: &mut Out) {
+        if self.dirty {
+            self.schedule(now, out);
+        }
+        self.progress_shutdown(now, out);
+    }
+
+    // ---- loading ----
+
+    fn load(&mut self, set: ServiceSet, now: Instant, out: &mut Out) {
+        for mut spec in set.services {
+            spec.timeout_stop.get_or_insert(self.settings.stop_timeout);
+            self.units.insert(spec.name.clone(), Unit::new(spec, now));
+        }
+        let n = self.units.len();
+        out.push(Effect::Log(
+            Level::Info,
+            format!("supervising {n} service{}", if n == 1 { "" } else { "s" }),
+        ));
+        let refused = self.rebuild_graph(out);
+        let names: Vec<String> = self.units.keys().cloned().collect();
+        for name in names {
+            match refused.get(&name) {
+                Some(reason) => self.deliver(
+                    &name,
+                    Event::Refuse {
+                        reason: reason.clone(),
+                    },
+                    now,
+                    out,
+                ),
+                None => {
+                    if let Some(u) = self.units.get_mut(&name) {
+                        u.pending = Pending::Start;
+                    }
+                }
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Recomputes every service's edges from the files as they are now (a
+    /// changed file's dependencies count at once, though its other
+    /// settings wait for its next start); returns the services that cannot
+    /// start (cycles, missing requirements) with their reasons.
+    fn rebuild_graph(&mut self, out: &mut Out) -> BTreeMap<String, String> {
+        let (deps, problems) = graph::build(
+            self.units
+                .values()
+                .filter(|u| !u.removed)
+                .map(Unit::effective_spec),
+        );
+        for (name, missing) in &problems.missing_wants {
+            out.push(Effect::Log(
+                Level::Warn,
+                format!("{name}: wants {missing}, which does not exist"),
+            ));
+        }
+        for (name, unit) in self.units.iter_mut() {
+            unit.deps = deps.get(name).cloned().unwrap_or_default();
+        }
+        problems.failures()
+    }
+
+    /// A reload: new services start, removed ones stop and are forgotten,
+    /// changed ones apply at their next start. A file changed and changed
+    /// back is compared with what the next start would use, so it counts
+    /// as changed (back). Broken files keep their running service.
+    fn reload(&mut self, set: ServiceSet, now: Instant, out: &mut Out) {
+        let mut diff = ReloadDiff::default();
+        let mut fresh: BTreeMap<String, ServiceSpec> = set
+            .services
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let current: Vec<String> = self.units.keys().cloned().collect();
+        for name in &current {
+            if fresh.contains_key(name) || set.broken.contains(name) {
+                continue;
+            }
+            diff.removed.push(name.clone());
+            let settled = self
+                .units
+                .get(name)
+                .is_some_and(|u| u.life.state.is_settled() && u.pending != Pending::Start);
+            if settled {
+                self.forget(name, out);
+            } else {
+                if let Some(u) = self.units.get_mut(name) {
+                    u.removed = true;
+                }
+                self.stop_request(name);
+            }
+        }
+        let mut added = Vec::new();
+        for (name, mut spec) in std::mem::take(&mut fresh) {
+            spec.timeout_stop.get_or_insert(self.settings.stop_timeout);
+            match self.units.get_mut(&name) {
+                Some(unit) => {
+                    if *unit.effective_spec() != spec {
+                        diff.changed.push(name.clone());
+                        unit.next_spec = (unit.spec != spec).then_some(spec);
+                    }
+                }
+                None => {
+                    diff.added.push(name.clone());
+                    self.units.insert(name.clone(), Unit::new(spec, now));
+                    added.push(name);
+                }
+            }
+        }
+        let refused = self.rebuild_graph(out);
+        for name in added {
+            match refused.get(&name) {
+                Some(reason) => self.deliver(
+                    &name,
+                    Event::Refuse {
+                        reason: reason.clone(),
+                    },
+                    now,
+                    out,
+                ),
+                None if self.shutdown.is_none() => {
+                    if let Some(u) = self.units.get_mut(&name) {
+                        u.pending = Pending::Start;
+                    }
+                }
+                None => {}
+            }
+        }
+        self.dirty = true;
+        out.push(Effect::Reloaded(diff));
+    }
+
+    // ---- requests ----
+
+    /// Marks what the request asks; `Err` refuses it, `Ok(name)` is
+    /// answered with the service's state once the scheduler has run.
+    fn request(&mut self, request: Request) -> Option<Result<String, String>> {
+        let (name, allowed_in_shutdown) = match &request {
+            Request::Start(n) | Request::Restart(n) => (n.clone(), false),
+            Request::Stop(n) => (n.clone(), true),
+        };
+        if self.shutdown.is_some() && !allowed_in_shutdown {
+            return Some(Err("init is shutting down".into()));
+        }
+        if !self.units.contains_key(&name) {
+            return Some(Err(format!("no such service: {name}")));
+        }
+        match request {
+            Request::Start(n) => self.start_request(&n),
+            Request::Stop(n) => self.stop_request(&n),
+            Request::Restart(n) => self.restart_request(&n),
+        }
+        self.dirty = true;
+        Some(Ok(name))
+    }
+
+    /// The service and what it requires and wants: each that is not up
+    /// starts; the target's pending stop or restart is cancelled.
+    fn start_request(&mut self, name: &str) {
+        self.walk(name, |is_target, unit| {
+            if !unit.is_active() {
+                unit.pending = Pending::Start;
+            } else if is_target {
+                unit.pending = Pending::None;
+            }
+            unit.deps
+                .requires
+                .iter()
+                .chain(&unit.deps.wants)
+                .cloned()
+                .collect()
+        });
+    }
+
+    /// The service and what requires it: each that is not down stops.
+    fn stop_request(&mut self, name: &str) {
+        self.walk(name, |is_target, unit| {
+            unit.waiting_for = None;
+            unit.pending = if !unit.life.state.is_settled() || is_target {
+                Pending::Stop
+            } else {
+                Pending::None
+            };
+            unit.deps.required_by.iter().cloned().collect()
+        });
+    }
+
+    /// The service and what requires it (if up): stop, then start again
+    /// through the scheduler, so a changed file and the dependencies apply
+    /// as at any start.
+    fn restart_request(&mut self, name: &str) {
+        self.walk(name, |is_target, unit| {
+            let up = !unit.life.state.is_settled() || unit.pending == Pending::Start;
+            if !(up || is_target) {
+                return Vec::new();
+            }
+            unit.pending = Pending::Restart;
+            unit.deps.required_by.iter().cloned().collect()
+        });
+    }
+
+    /// Visits `name`, then every service the visit names, once each.
+    fn walk(&mut self, name: &str, mut visit: impl FnMut(bool, &mut Unit) -> Vec<String>) {
+        let mut todo = vec![name.to_string()];
+        let mut seen = BTreeSet::new();
+        while let Some(n) = todo.pop() {
+            if !seen.insert(n.clone()) {
+                continue;
+            }
+            if let Some(unit) = self.units.get_mut(&n) {
+                todo.extend(visit(n == name, unit));
+            }
+        }
+    }
+
+    // ---- the scheduler ----
+
+    /// Starts what may start and stops what may stop, until nothing moves.
+    fn schedule(&mut self, now: Instant, out: &mut Out) {
+        self.dirty = false;
+        if self.shutdown.is_some() {
+            // Whatever still runs or is about to restart must stop.
+            for unit in self.units.values_mut() {
+                unit.pending = if unit.life.state.is_settled()
+                    || matches!(unit.life.state, State::Stopping { .. })
+                {
+                    Pending::None
+                } else {
+                    Pending::Stop
+                };
+            }
+        }
+        loop {
+            let mut moved = false;
+            let pending: Vec<String> = self
+                .units
+                .iter()
+                .filter(|(_, u)| u.is_pending())
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in pending {
+                moved |= self.advance(&name, now, out);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Moves one pending service if its gate allows; whether it moved.
+    fn advance(&mut self, name: &str, now: Instant, out: &mut Out) -> bool {
+        let Some(unit) = self.units.get(name) else {
+            return false;
+        };
+        let stopping = matches!(unit.life.state, State::Stopping { .. });
+        let settled = unit.life.state.is_settled();
+        match unit.pending {
+            Pending::None => false,
+            // Started while still stopping: start once it is down.
+            Pending::Start if stopping => false,
+            Pending::Start => {
+                let gate = graph::start_gate(&unit.deps, |other| {
+                    self.units
+                        .get(other)
+                        .map_or(DepState::Stopped, Unit::dep_state)
+                });
+                match gate {
+                    Gate::Go => {
+                        self.set_pending(name, Pending::None, None);
+                        self.deliver(name, Event::Start, now, out);
+                        true
+                    }
+                    Gate::Fail(reason) => {
+                        self.set_pending(name, Pending::None, None);
+                        out.push(Effect::Log(
+                            Level::Error,
+                            format!("{name}: not started: {reason}"),
+                        ));
+                        self.deliver(name, Event::Refuse { reason }, now, out);
+                        true
+                    }
+                    Gate::Wait(reason) => {
+                        if let Some(u) = self.units.get_mut(name) {
+                            u.waiting_for = Some(reason);
+                        }
+                        false
+                    }
+                }
+            }
+            // Down already: a restart is a start from here on.
+            Pending::Restart | Pending::Restarting if settled => {
+                self.set_pending(name, Pending::Start, None);
+                true
+            }
+            // The stop was sent (and overrides any decision to restart on
+            // its own): wait until it is down.
+            Pending::Restarting => false,
+            Pending::Stop | Pending::Restart => {
+                // What is ordered after it and stops too stops first.
+                let blocked = graph::stop_gate(&unit.deps, |other| {
+                    self.units
+                        .get(other)
+                        .is_some_and(Unit::is_stopping_or_about_to)
+                });
+                if blocked.is_some() {
+                    return false;
+                }
+                let next = if unit.pending == Pending::Stop {
+                    Pending::None
+                } else {
+                    Pending::Restarting
+                };
+                self.set_pending(name, next, None);
+                self.deliver(name, Event::Stop, now, out);
+                true
+            }
+        }
+    }
+
+    fn set_pending(&mut self, name: &str, pending: Pending, waiting_for: Option<String>) {
+        if let Some(u) = self.units.get_mut(name) {
+            u.pending = pending;
+            u.waiting_for = waiting_for;
+        }
+    }
+
+    // ---- events to services ----
+
+    /// Hands one event to a service's state machine and turns its actions
+    /// into effects. The machine runs on a copy kept only if it returns:
+    /// a panic in it fails that service alone ([`Engine::abandon`]).
+    fn deliver(&mut self, name: &str, event: Event, now: Instant, out: &mut Out) {
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
+        if unit.next_spec.is_some()
+            && matches!(event, Event::Start | Event::Deadline)
+            && (unit.life.state.is_settled() || matches!(unit.life.state, State::Waiting { .. }))
+        {
+            if let Some(mut next) = unit.next_spec.take() {
+                next.timeout_stop.get_or_insert(self.settings.stop_timeout);
+                unit.spec = next;
+                out.push(Effect::Log(
+                    Level::Info,
+                    format!("{name}: using its changed service file"),
+                ));
+            }
+        }
+        let before = unit.life.state.clone();
+        let what = event.name();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut life = unit.life.clone();
+            let actions = life.handle(&unit.spec, event, now);
+            (life, actions)
+        }));
+        let actions = match result {
+            Ok((life, actions)) => {
+                unit.life = life;
+                actions
+            }
+            Err(payload) => {
+                let text = panic_text(payload.as_ref());
+                self.abandon(
+                    name,
+                    &format!("a panic while handling {what}: {text}"),
+                    &[],
+                    now,
+                    out,
+                );
+                return;
+            }
+        };
+        for action in actions {
+            match action {
+                Action::Spawn(proc) => out.push(Effect::Spawn {
+                    service: name.to_string(),
+                    proc,
+                }),
+                Action::Signal { pid, group, signal } => out.push(Effect::Signal {
+                    service: name.to_string(),
+                    pid,
+                    group,
+                    signal,
+                }),
+                Action::Log(level, message) => {
+                    out.push(Effect::Log(level, format!("{name}: {message}")))
+                }
+                Action::End(action, status) => self.end_action(name, action, status, now, out),
+            }
+        }
+        self.after_transition(name, &before, out);
+    }
+
+    /// Reacts to a service's change for the others: what requires a
+    /// service that went down is stopped, a removed service that is down is
+    /// forgotten, and the scheduler looks again.
+    fn after_transition(&mut self, name: &str, before: &State, out: &mut Out) {
+        let Some(unit) = self.units.get(name) else {
+            return;
+        };
+        let now_state = &unit.life.state;
+        if before == now_state {
+            return;
+        }
+        self.dirty = true;
+        let went_down = match now_state {
+            State::Failed { .. } | State::Stopped => true,
+            State::Exited { active: false } => unit.spec.service_type != ServiceType::Oneshot,
+            State::Exited { active: true }
+            | State::Starting { .. }
+            | State::Running { .. }
+            | State::Stopping { .. }
+            | State::Waiting { .. } => false,
+        };
+        let was_up = matches!(
+            before,
+            State::Running { .. }
+                | State::Starting { .. }
+                | State::Stopping { .. }
+                | State::Exited { active: true }
+        );
+        if went_down && was_up {
+            let why = now_state.name();
+            let dependents: Vec<String> = unit.deps.required_by.iter().cloned().collect();
+            for dep in dependents {
+                if let Some(d) = self.units.get_mut(&dep) {
+                    if !d.life.state.is_settled()
+                        && !matches!(
+                            d.pending,
+                            Pending::Stop | Pending::Restart | Pending::Restarting
+                        )
+                        && !matches!(d.life.state, State::Stopping { .. })
+                    {
+                        out.push(Effect::Log(
+                            Level::Info,
+                            format!("{dep}: stopping: it requires {name}, which is {why}"),
+                        ));
+                        d.pending = Pending::Stop;
+                    }
+                }
+            }
+        }
+        if self
+            .units
+            .get(name)
+            .is_some_and(|u| u.removed && u.life.state.is_settled())
+        {
+            out.push(Effect::Log(Level::Info, format!("{name}: removed")));
+            self.forget(name, out);
+        }
+    }
+
+    /// Drops a removed service. A process of it init gave up on (it
+    /// survived SIGKILL) becomes an orphan: reaped, owned by no one.
+    fn forget(&mut self, name: &str, out: &mut Out) {
+        self.units.remove(name);
+        self.procs.retain(|_, owner| owner != name);
+        out.push(Effect::Forget(name.to_string()));
+    }
+
+    fn spawned(
+        &mut self,
+        service: &str,
+        result: Result<Pid, SpawnFailure>,
+        now: Instant,
+        out: &mut Out,
+    ) {
+        let event = match result {
+            Ok(pid) => {
+                // A new process got a pid that a stopping service still
+                // remembers as its process group: that group is gone (pids
+                // are not reused while a group of that number exists), so
+                // it must never be signalled again.
+                let stale: Vec<String> = self
+                    .units
+                    .iter()
+                    .filter(|(_, u)| {
+                        matches!(u.life.state, State::Stopping { group: Some(g), group_alive: true, main: None, .. } if g == pid)
+                    })
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for name in stale {
+                    self.deliver(&name, Event::GroupEmpty, now, out);
+                }
+                self.procs.insert(pid, service.to_string());
+                self.children_left = true;
+                Event::Spawned { pid }
+            }
+            Err(f) => Event::SpawnFailed {
+                reason: f.reason,
+                status: f.status,
+                transient: f.transient,
+            },
+        };
+        self.deliver(service, event, now, out);
+    }
+
+    /// One batch of exits: every pid leaves `procs` before any exit is
+    /// delivered, since delivering one can start a process at once, which
+    /// the kernel may give the pid of a later exit of the same batch.
+    fn reaped(&mut self, exits: Vec<Reaped>, children_left: bool, now: Instant, out: &mut Out) {
+        self.children_left = children_left;
+        let routed: Vec<(String, Reaped)> = exits
+            .into_iter()
+            .filter_map(|r| self.procs.remove(&r.pid).map(|name| (name, r)))
+            .collect();
+        for (name, r) in routed {
+            self.deliver(
+                &name,
+                Event::Exited {
+                    pid: r.pid,
+                    exit: r.exit,
+                    group_alive: r.group_alive,
+                },
+                now,
+                out,
+            );
+        }
+        self.dirty = true;
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Out) {
+        let due: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.life.state.deadline().is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.deliver(&name, Event::Deadline, now, out);
+        }
+    }
+
+    // ---- notify ----
+
+    fn notify(
+        &mut self,
+        pid: Pid,
+        pgid: Option<Pid>,
+        fields: Result<Vec<(String, String)>, String>,
+        now: Instant,
+        out: &mut Out,
+    ) {
+        // Its main process, or a process in the main process's group.
+        let Some(name) = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.spec.service_type == ServiceType::Notify)
+            .find(|(_, u)| {
+                u.life
+                    .state
+                    .main_pid()
+                    .is_some_and(|main| main == pid || Some(main) == pgid)
+            })
+            .map(|(n, _)| n.clone())
+        else {
+            out.push(Effect::Noise(Noise::ForeignNotify { pid }));
+            return;
+        };
+        let fields = match fields {
+            Ok(f) => f,
+            Err(reason) => {
+                out.push(Effect::Noise(Noise::GarbageNotify {
+                    service: name,
+                    pid,
+                    reason,
+                }));
+                return;
+            }
+        };
+        for (key, value) in fields {
+            match key.as_str() {
+                "READY" if value == "1" => self.deliver(&name, Event::Ready, now, out),
+                "STATUS" => {
+                    if let Some(u) = self.units.get_mut(&name) {
+                        u.status_text = Some(value.chars().take(256).collect());
+                    }
+                }
+                "STOPPING" if value == "1" => out.push(Effect::Log(
+                    Level::Info,
+                    format!("{name}: reports it is stopping"),
+                )),
+                _ => out.push(Effect::Log(
+                    Level::Debug,
+                    format!("{name}: notify: ignoring {key}"),
+                )),
+            }
+        }
+    }
+
+    // ---- failures outside a service ----
+
+    /// Fails a service init lost track of: SIGKILL to every process init
+    /// still has of it (and `extra`, processes started but never handed
+    /// in; and a stopping group while it lives), `failed` with the reason,
+    /// what requires it stopped, its `FailureAction` applied. Only pids
+    /// init still has are signalled: one it reaped may be someone else's.
+    fn abandon(&mut self, name: &str, why: &str, extra: &[Pid], now: Instant, out: &mut Out) {
+        out.push(Effect::Log(
+            Level::Error,
+            format!("{name}: internal error: {why}; killing its processes; it is failed"),
+        ));
+        let mut pids: BTreeSet<Pid> = self.processes_of(name).collect();
+        pids.extend(extra);
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
+        if let State::Stopping {
+            group: Some(g),
+            group_alive: true,
+            ..
+        } = unit.life.state
+        {
+            pids.insert(g);
+        }
+        let before = unit.life.state.clone();
+        unit.pending = Pending::None;
+        unit.waiting_for = None;
+        unit.life.fail(Failure::Internal(why.to_string()), now);
+        let action = unit.spec.failure_action;
+        for pid in pids {
+            self.procs.remove(&pid);
+            out.push(Effect::Signal {
+                service: name.to_string(),
+                pid,
+                group: true,
+                signal: libc::SIGKILL,
+            });
+        }
+        self.after_transition(name, &before, out);
+        self.end_action(name, action, 1, now, out);
+    }
+
+    // ---- the end ----
+
+    fn end_action(
+        &mut self,
+        name: &str,
+        action: EndAction,
+        status: i32,
+        now: Instant,
+        out: &mut Out,
+    ) {
+        let ending = match (action, self.settings.mode) {
+            (EndAction::None, _) => return,
+            (EndAction::Poweroff | EndAction::Exit, Mode::Boot) => Ending::Poweroff,
+            (EndAction::Reboot, Mode::Boot) => Ending::Reboot,
+            (EndAction::Poweroff | EndAction::Reboot, Mode::NoBoot) => Ending::Exit(0),
+            (EndAction::Exit, Mode::NoBoot) => Ending::Exit(status),
+        };
+        let kind = match action {
+            EndAction::None => "none",
+            EndAction::Poweroff => "poweroff",
+            EndAction::Reboot => "reboot",
+            EndAction::Exit => "exit",
+        };
+        self.begin_shutdown(
+            ending,
+            &format!("service {name} ended: its action is {kind} (status {status})"),
+            now,
+            out,
+        );
+    }
+
+    /// Starts an orderly shutdown: services in reverse dependency order,
+    /// then every remaining process, then the end.
+    fn begin_shutdown(&mut self, ending: Ending, reason: &str, now: Instant, out: &mut Out) {
+        if self.shutdown.is_some() {
+            out.push(Effect::Log(
+                Level::Info,
+                format!("already shutting down; ignoring: {reason}"),
+            ));
+            return;
+        }
+        out.push(Effect::Log(
+            Level::Info,
+            format!("shutting down ({}): {reason}", ending.name()),
+        ));
+        self.shutdown = Some(Shutdown {
+            ending,
+            phase: Phase::Services,
+            deadline: None,
+            final_deadline: now.checked_add(self.settings.final_timeout),
+        });
+        self.dirty = true;
+    }
+
+    fn progress_shutdown(&mut self, now: Instant, out: &mut Out) {
+        let Some(shutdown) = self.shutdown.as_ref() else {
+            return;
+        };
+        if shutdown.final_deadline.is_some_and(|d| d <= now) {
+            // A service that never dies (TimeoutStopSec=infinity, a process
+            // stuck in the kernel) must not keep the end from happening.
+            out.push(Effect::Log(
+                Level::Warn,
+                format!(
+                    "shutdown took longer than {}; sending SIGKILL to every remaining process",
+                    duration::format(self.settings.final_timeout)
+                ),
+            ));
+            out.push(Effect::SignalRemaining(libc::SIGKILL));
+            if let Some(s) = self.shutdown.as_mut() {
+                s.final_deadline = None;
+                s.phase = Phase::Kill;
+                s.deadline = now.checked_add(Duration::from_secs(5));
+            }
+            return;
+        }
+        match shutdown.phase {
+            Phase::Services => {
+                let busy = self
+                    .units
+                    .values()
+                    .any(|u| !u.life.state.is_settled() || u.is_pending());
+                if busy {
+                    return;
+                }
+                if !self.children_left {
+                    return self.finish(out);
+                }
+                out.push(Effect::Log(
+                    Level::Info,
+                    "services stopped; sending SIGTERM to remaining processes".into(),
+                ));
+                out.push(Effect::SignalRemaining(libc::SIGTERM));
+                out.push(Effect::SignalRemaining(libc::SIGCONT));
+                let timeout = self.settings.stop_timeout;
+                if let Some(s) = self.shutdown.as_mut() {
+                    s.phase = Phase::Term;
+                    s.deadline = now.checked_add(timeout);
+                }
+            }
+            Phase::Term | Phase::Kill => {
+                if !self.children_left {
+                    return self.finish(out);
+                }
+                if shutdown.deadline.is_some_and(|d| d <= now) {
+                    if shutdown.phase == Phase::Term {
+                        out.push(Effect::Log(
+                            Level::Warn,
+                            "processes still running; sending SIGKILL".into(),
+                        ));
+                        out.push(Effect::SignalRemaining(libc::SIGKILL));
+                        if let Some(s) = self.shutdown.as_mut() {
+                            s.phase = Phase::Kill;
+                            s.deadline = now.checked_add(Duration::from_secs(5));
+                        }
+                    } else {
+                        out.push(Effect::Log(
+                            Level::Error,
+                            "processes survive SIGKILL; ending anyway".into(),
+                        ));
+                        self.finish(out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Out) {
+        if let Some(shutdown) = self.shutdown.take() {
+            self.finished = true;
+            out.push(Effect::Finish(shutdown.ending));
+        }
+    }
+}
+
+/// A panic's message, from its payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+#[path = "orchestrator_tests.rs"]
+mod tests;
