@@ -34,8 +34,11 @@ pub mod notify;
 pub mod orchestrator;
 pub mod output;
 pub mod panics;
-pub mod proto;
 pub mod ratelimit;
+
+/// The wire types of the control socket (their own crate, which `initctl`
+/// uses without linking init).
+pub use initctl_proto as proto;
 pub mod run;
 pub mod spawn;
 pub mod spec;

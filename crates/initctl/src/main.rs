@@ -3,14 +3,15 @@
 //! Exit status: 0 success, 1 a refused or failed command, 2 a usage error,
 //! 3 init cannot be reached.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use enclave_init::proto::{self, Command, LastExit, LogEntry, Request, Response, ServiceInfo};
+use initctl_proto::{self as proto, Command, LastExit, LogEntry, Request, Response, ServiceInfo};
 
 const DEFAULT_SOCKET: &str = "/run/enclave-init.sock";
 
@@ -327,7 +328,7 @@ fn print_status(out: &mut impl Write, s: &ServiceInfo, now: f64) {
 fn short_exit(exit: LastExit) -> String {
     match exit {
         LastExit::Code(c) => format!("code {c}"),
-        LastExit::Signal(s) => format!("signal {s} ({})", enclave_init::spec::signal_name(s)),
+        LastExit::Signal(s) => format!("signal {s} ({})", signal_name(s)),
     }
 }
 
@@ -335,10 +336,7 @@ fn long_exit(exit: LastExit) -> String {
     match exit {
         LastExit::Code(0) => "exited with status 0 (success)".into(),
         LastExit::Code(c) => format!("exited with status {c} (failure)"),
-        LastExit::Signal(s) => format!(
-            "killed by {} (signal {s})",
-            enclave_init::spec::signal_name(s)
-        ),
+        LastExit::Signal(s) => format!("killed by {} (signal {s})", signal_name(s)),
     }
 }
 
@@ -426,17 +424,52 @@ fn notify(
         ));
     }
     let text = lines.join("\n");
-    enclave_init::notify::send_with_barrier(
-        std::path::Path::new(&socket),
-        &text,
-        Duration::from_secs(5),
-    )
-    .map_err(|e| {
+    send_with_barrier(std::path::Path::new(&socket), &text, Duration::from_secs(5)).map_err(|e| {
         fail(
             1,
             format!("notify {}: {e}", PathBuf::from(&socket).display()),
         )
     })
+}
+
+/// Sends `text` to the socket at `path` with a barrier, and waits (up to
+/// `timeout`) until init has handled it: init closes the descriptor sent
+/// with the message (the write end of a pipe) once it has handled it.
+fn send_with_barrier(path: &Path, text: &str, timeout: std::time::Duration) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    let socket = UnixDatagram::unbound()?;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let addr = UnixAddr::new(path)?;
+    let iov = [io::IoSlice::new(text.as_bytes())];
+    let fds = [std::os::fd::AsRawFd::as_raw_fd(&write)];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg(
+        std::os::fd::AsRawFd::as_raw_fd(&socket),
+        &iov,
+        &cmsg,
+        MsgFlags::empty(),
+        Some(&addr),
+    )?;
+    drop(write);
+    let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [nix::poll::PollFd::new(
+        read.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(millis))? {
+        0 => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "init did not acknowledge the notification",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `SIGTERM`, or `signal N` for a number without a name.
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {signal}"))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The `initctl` protocol: JSON lines over the control socket. Every type
-//! on the wire lives here, shared by init and `initctl`. A request is one
+//! on the wire lives here, in a crate of its own that both binaries use
+//! (`initctl` does not link init). A request is one
 //! line of at most [`MAX_REQUEST`] bytes; each reply is one line, except
 //! `logs`, which streams one `line` reply per log line (as the client reads
 //! them, so that a ring of any size is served in bounded memory), then
