@@ -22,16 +22,17 @@ fuzz_target!(|data: &[u8]| {
         .filter(|a| !a.is_empty())
         .map(|a| OsString::from_vec(a.to_vec()))
         .collect();
-    let parsed = enclave_init::cli::parse(argv.clone());
+    let parsed = enclave_init::parse::cli::parse(argv.clone());
     stats::count(parsed.is_ok());
     let Ok(parsed) = parsed else { return };
-    // Arguments after `--` pass through byte for byte.
-    if let Some(dash) = argv.iter().position(|a| a.as_bytes() == b"--") {
-        assert_eq!(parsed.command, argv[dash + 1..]);
-    }
     if parsed.command.is_empty() {
         return;
     }
+    // The command is what follows a `--` (not one taken as an option's
+    // value, as in `--config --`), byte for byte.
+    assert!(argv.ends_with(&parsed.command));
+    let dash = argv.len() - parsed.command.len() - 1;
+    assert_eq!(argv[dash].as_bytes(), b"--");
     let base: Vec<(OsString, OsString)> = env
         .split(|b| *b == 0)
         .filter_map(|v| {
@@ -42,8 +43,8 @@ fuzz_target!(|data: &[u8]| {
             ))
         })
         .collect();
-    let spec = enclave_init::spec::ServiceSpec::command_main(parsed.command.clone());
-    let env = enclave_init::spawn::environment(&base, &spec, None, &[]).unwrap();
+    let spec = enclave_init::model::spec::ServiceSpec::command_main(parsed.command.clone());
+    let env = enclave_init::runtime::spawn::environment(&base, &spec, None, &[]).unwrap();
     assert!(env.iter().any(|(k, _)| k == "PATH"));
     // The exec plan takes the bytes as they are (a NUL is refused, not a panic).
     let _ = enclave_init::sys::ChildPlan::new(

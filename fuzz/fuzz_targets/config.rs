@@ -8,7 +8,7 @@ mod stats;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let (_config, diags) =
-        enclave_init::config::parse(std::path::Path::new("/etc/enclave-init.toml"), &text);
+        enclave_init::parse::config::parse(std::path::Path::new("/etc/enclave-init.toml"), &text);
     for d in &diags {
         let _ = d.to_string();
     }
@@ -16,6 +16,6 @@ fuzz_target!(|data: &[u8]| {
     stats::count(
         !diags
             .iter()
-            .any(|d| d.severity == enclave_init::diag::Severity::Error),
+            .any(|d| d.severity == enclave_init::parse::diag::Severity::Error),
     );
 });

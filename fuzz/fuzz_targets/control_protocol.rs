@@ -14,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
         let again = enclave_init::proto::parse_request(line.strip_suffix(b"\n").unwrap()).unwrap();
         assert_eq!(&again, request);
     }
-    let notify = enclave_init::notify::parse(data);
+    let notify = enclave_init::runtime::notify::parse(data);
     stats::count(parsed.is_ok() || notify.is_ok());
 });

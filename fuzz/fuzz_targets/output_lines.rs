@@ -2,7 +2,7 @@
 //! longer than the limit, and nothing is lost but the escaping; a small log
 //! ring fed those lines keeps exactly the newest ones within its bound.
 #![no_main]
-use enclave_init::output::{
+use enclave_init::host::output::{
     LineSplitter, Lines, LogRing, LINE_OVERHEAD as LOG_LINE_OVERHEAD, MAX_LINE,
 };
 use libfuzzer_sys::fuzz_target;

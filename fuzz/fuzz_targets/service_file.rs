@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     }
     text.push_str(&String::from_utf8_lossy(rest));
     let (result, diags) =
-        enclave_init::spec::parse(std::path::Path::new("/service/fuzz.service"), "fuzz", &text);
+        enclave_init::parse::service::parse(std::path::Path::new("/service/fuzz.service"), "fuzz", &text);
     // Every diagnostic renders, and an accepted spec has a command.
     for d in &diags {
         let _ = d.to_string();
@@ -27,5 +27,5 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(spec) = result {
         assert!(!spec.exec_start.is_empty());
     }
-    let _ = enclave_init::words::split(&text);
+    let _ = enclave_init::parse::words::split(&text);
 });

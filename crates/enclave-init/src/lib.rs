@@ -18,31 +18,14 @@
 )]
 
 pub mod boot;
-pub mod cli;
-pub mod config;
-pub mod console;
-pub mod control;
-pub mod diag;
-pub mod duration;
-pub mod fault;
-pub mod files;
-pub mod graph;
-pub mod heartbeat;
-pub mod legacy;
-pub mod lifecycle;
-pub mod notify;
-pub mod orchestrator;
-pub mod output;
-pub mod panics;
-pub mod ratelimit;
+pub mod engine;
+pub mod host;
+pub mod model;
+pub mod parse;
+pub mod run;
+pub mod runtime;
+pub mod sys;
 
 /// The wire types of the control socket (their own crate, which `initctl`
 /// uses without linking init).
 pub use initctl_proto as proto;
-pub mod run;
-pub mod spawn;
-pub mod spec;
-pub mod supervisor;
-pub mod sys;
-pub mod toml_keys;
-pub mod words;

@@ -4,20 +4,21 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::cli::{self, Args};
-use crate::config::{self, Config, Level};
-use crate::console;
-use crate::diag::{Diagnostic, Severity};
-use crate::spec::ServiceSpec;
-use crate::supervisor::{Ending, Mode, Settings, Supervisor};
+use crate::host::console;
+use crate::model::config::{self, Config, Level};
+use crate::model::spec::ServiceSpec;
+use crate::model::{Ending, Mode, Settings};
+use crate::parse::cli::{self, Args};
+use crate::parse::diag::{Diagnostic, Severity};
+use crate::runtime::Supervisor;
 use crate::sys;
 
 pub fn main() -> ExitCode {
-    crate::panics::install_hook();
+    crate::host::panics::install_hook();
     // Every handler is guarded on its own, so nothing should reach this
     // catch. If something does, end in order: the enclave by a machine
     // restart, `--no-boot` with a status that says so.
-    match crate::panics::catch(start) {
+    match crate::host::panics::catch(start) {
         Ok(code) => code,
         Err(text) => {
             console::log(
@@ -121,7 +122,7 @@ pub fn config_path(args: &Args) -> PathBuf {
 
 /// Reads the config and applies the command line's overrides.
 pub fn load_config(path: &Path, args: &Args) -> (Config, Vec<Diagnostic>) {
-    let (mut config, diags) = config::load(path);
+    let (mut config, diags) = crate::host::load::config(path);
     if let Some(dir) = &args.service_dir {
         config.services.dir = dir.clone();
     }
@@ -164,14 +165,14 @@ fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet, nofile: Option<(u64, u6
         // is not UTF-8.
         base_env: std::env::vars_os()
             .filter(|(k, _)| {
-                k != "ENCLAVE_INIT_CONFIG" && !crate::fault::VARIABLES.iter().any(|v| k == v)
+                k != "ENCLAVE_INIT_CONFIG" && !crate::host::fault::VARIABLES.iter().any(|v| k == v)
             })
             .collect(),
         root: PathBuf::from("/"),
         extra_services: extra,
         load_service_dir: true,
         proc_path: PathBuf::from("/proc"),
-        cgroup_root: crate::fault::cgroup_root(),
+        cgroup_root: crate::host::fault::cgroup_root(),
         nofile,
     };
     let mut supervisor = match Supervisor::new(settings, mask) {

@@ -454,7 +454,7 @@ fn a_follower_that_stops_reading_is_cut_off() {
     let mut sink = Vec::new();
     let _ = stalled.read_to_end(&mut sink);
     assert!(
-        sink.len() <= enclave_init::control::MAX_BACKLOG + (1 << 20),
+        sink.len() <= enclave_init::runtime::control::MAX_BACKLOG + (1 << 20),
         "bounded: {} bytes",
         sink.len()
     );

@@ -7,8 +7,8 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
-use crate::config::Level;
-use crate::console;
+use crate::host::console;
+use crate::model::config::Level;
 
 static LAST: Mutex<Option<String>> = Mutex::new(None);
 

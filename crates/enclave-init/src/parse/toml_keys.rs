@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::duration;
+use crate::model::duration;
 
 /// One `key = value` of a table, with the line it starts on (1-based).
 #[derive(Debug, Clone)]

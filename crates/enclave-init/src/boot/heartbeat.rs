@@ -61,8 +61,8 @@ pub fn send(cid: u32, port: u32, budget: Duration) -> Result<u32, HeartbeatError
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Retry(reason)) => reason,
         };
-        crate::console::log(
-            crate::config::Level::Debug,
+        crate::host::console::log(
+            crate::model::config::Level::Debug,
             &format!("heartbeat attempt {attempts}: {last}"),
         );
         let pause = backoff(attempts);

@@ -12,13 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::cli::Args;
-use crate::config::{Cgroups, Config, Legacy, Level};
-use crate::console;
-use crate::legacy;
-use crate::spec::ServiceSpec;
-use crate::supervisor::{Ending, Mode, Settings, Supervisor};
+use crate::host::console;
+use crate::model::config::{Cgroups, Config, Legacy, Level};
+use crate::model::spec::ServiceSpec;
+use crate::model::{Ending, Mode, Settings};
+use crate::parse::cli::Args;
+use crate::parse::legacy;
+use crate::runtime::Supervisor;
 use crate::sys;
+
+pub mod heartbeat;
 
 const NODEV: libc::c_ulong = libc::MS_NODEV;
 const NOSUID: libc::c_ulong = libc::MS_NOSUID;
@@ -179,8 +182,8 @@ fn run_logged(root: &Path, step: &BootStep) -> bool {
 /// crate's) is logged with the step's name and the boot goes on, as after
 /// any failed step. `None` when it panicked.
 pub fn guarded_step<R>(step: &str, f: impl FnOnce() -> R) -> Option<R> {
-    crate::panics::guarded(&format!("boot step {step}"), || {
-        crate::fault::point("boot", step);
+    crate::host::panics::guarded(&format!("boot step {step}"), || {
+        crate::host::fault::point("boot", step);
         f()
     })
 }
@@ -256,7 +259,7 @@ pub struct LegacyInput {
 pub fn read_legacy(root: &Path) -> LegacyInput {
     let mut input = LegacyInput::default();
     let env_path = root.join("env");
-    match crate::files::read(&env_path, crate::files::MAX) {
+    match crate::host::files::read(&env_path, crate::host::files::MAX) {
         Ok(bytes) => {
             let (vars, errors) = legacy::parse_env(&bytes);
             for e in errors {
@@ -272,7 +275,7 @@ pub fn read_legacy(root: &Path) -> LegacyInput {
         Err(e) => console::log(Level::Error, &format!("read /env: {e}")),
     }
     let cmd_path = root.join("cmd");
-    match crate::files::read(&cmd_path, crate::files::MAX) {
+    match crate::host::files::read(&cmd_path, crate::host::files::MAX) {
         Ok(bytes) => {
             let argv = legacy::parse_cmd(&bytes);
             if argv.first().is_none_or(|a| a.is_empty()) {
@@ -394,7 +397,10 @@ fn load_module(root: &Path, module: &Path) {
 }
 
 /// The config file as seen from the final root, read before the switch.
-fn read_config(args: &Args, has_rootfs: bool) -> (Config, Vec<crate::diag::Diagnostic>, PathBuf) {
+fn read_config(
+    args: &Args,
+    has_rootfs: bool,
+) -> (Config, Vec<crate::parse::diag::Diagnostic>, PathBuf) {
     let final_path = crate::run::config_path(args);
     let before_switch = if has_rootfs {
         Path::new("/rootfs").join(final_path.strip_prefix("/").unwrap_or(&final_path))
@@ -519,7 +525,7 @@ pub fn boot_and_supervise(
     if config.heartbeat.enabled {
         let hb = &config.heartbeat;
         guarded_step("heartbeat", || {
-            match crate::heartbeat::send(hb.cid, hb.port, hb.timeout) {
+            match crate::boot::heartbeat::send(hb.cid, hb.port, hb.timeout) {
                 Ok(attempts) => console::log(
                     Level::Info,
                     &format!(
@@ -754,10 +760,10 @@ mod tests {
         assert!(legacy_main(Legacy::Always, false, None).is_none());
         let main = legacy_main(Legacy::Auto, false, cmd()).unwrap();
         assert_eq!(main.name, "main");
-        assert_eq!(main.success_action, crate::spec::EndAction::Poweroff);
-        assert_eq!(main.failure_action, crate::spec::EndAction::Poweroff);
-        assert_eq!(main.stdout, crate::spec::Output::Console);
-        assert_eq!(main.restart, crate::spec::RestartPolicy::No);
+        assert_eq!(main.success_action, crate::model::spec::EndAction::Poweroff);
+        assert_eq!(main.failure_action, crate::model::spec::EndAction::Poweroff);
+        assert_eq!(main.stdout, crate::model::spec::Output::Console);
+        assert_eq!(main.restart, crate::model::spec::RestartPolicy::No);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::spec::{Output, Resource, ServiceSpec};
+use crate::model::spec::{Output, Resource, ServiceSpec};
 use crate::sys::{self, Identity};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -86,7 +86,7 @@ pub fn environment(
         set(k.as_ref(), v.as_ref());
     }
     for file in &spec.environment_files {
-        match crate::files::read(&file.path, crate::files::MAX) {
+        match crate::host::files::read(&file.path, crate::host::files::MAX) {
             Ok(bytes) => match parse_environment_file(&bytes) {
                 Ok(vars) => {
                     for (k, v) in vars {
@@ -122,9 +122,9 @@ pub fn environment(
     Ok(env)
 }
 
-fn read_message(e: &crate::files::ReadError) -> String {
+fn read_message(e: &crate::host::files::ReadError) -> String {
     match e {
-        crate::files::ReadError::Io(e) => io_message(e),
+        crate::host::files::ReadError::Io(e) => io_message(e),
         other => other.to_string(),
     }
 }
@@ -150,7 +150,7 @@ pub fn parse_environment_file(text: &[u8]) -> Result<Vec<Var>, String> {
         let Ok(key) = std::str::from_utf8(key.trim_ascii()) else {
             continue;
         };
-        if !crate::spec::valid_env_name(key) {
+        if !crate::model::spec::valid_env_name(key) {
             continue;
         }
         let value = value.get(1..).unwrap_or_default().trim_ascii();
@@ -214,7 +214,7 @@ fn group_entries(text: &str) -> impl Iterator<Item = (String, u32, Vec<String>)>
 /// blocking like every file init reads. A missing file is empty (numbers
 /// then stand for themselves); one that cannot be read fails the start.
 fn account_file(path: &Path) -> Result<String, SpawnError> {
-    match crate::files::read(path, crate::files::MAX) {
+    match crate::host::files::read(path, crate::host::files::MAX) {
         Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
         Err(e) if e.is_not_found() => Ok(String::new()),
         Err(e) => Err(SpawnError::new(
@@ -498,7 +498,7 @@ pub fn streams(spec: &ServiceSpec) -> std::io::Result<(Stream, Stream, Option<Ow
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::EnvironmentFile;
+    use crate::model::spec::EnvironmentFile;
 
     fn launch(program: &str, argv: &[&str], cwd: &str) -> Launch {
         Launch {

@@ -1,202 +1,17 @@
 //! Service files (contract §5): `<dir>/<name>.service`, TOML with systemd's
 //! key names and meanings. [`parse`] turns one file into a [`ServiceSpec`]
-//! or the reasons it cannot be loaded; [`load_dir`] reads a directory, where
-//! one broken file never keeps the others from loading.
+//! or the reasons it cannot be loaded (`host::load` reads a directory of
+//! them, where one broken file never keeps the others from loading).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::diag::Diagnostic;
-use crate::toml_keys::{self, KeyValue};
-use crate::words;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServiceType {
-    Simple,
-    Oneshot,
-    Notify,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
-    No,
-    Always,
-    OnSuccess,
-    OnFailure,
-    OnAbnormal,
-    OnAbort,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KillMode {
-    ControlGroup,
-    Mixed,
-    Process,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndAction {
-    None,
-    Poweroff,
-    Reboot,
-    Exit,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    Log,
-    Console,
-    Null,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
-    NoFile,
-    NProc,
-    Core,
-    MemLock,
-}
-
-/// `u64::MAX` stands for `infinity` (RLIM_INFINITY).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub resource: Resource,
-    pub soft: u64,
-    pub hard: u64,
-}
-
-/// One exit status counted as success besides 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SuccessStatus {
-    Code(i32),
-    Signal(i32),
-}
-
-/// A command of `ExecStartPre`/`ExecStop`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    pub argv: Vec<OsString>,
-    /// A leading `-`: the command's failure is ignored.
-    pub ignore_failure: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvironmentFile {
-    pub path: PathBuf,
-    /// A leading `-`: a missing file is fine.
-    pub optional: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceSpec {
-    pub name: String,
-    /// Bytes, not text: `/cmd` and `-- CMD` pass through unchanged.
-    pub exec_start: Vec<OsString>,
-    pub exec_start_pre: Vec<Command>,
-    pub exec_stop: Vec<Command>,
-    pub environment: Vec<(String, String)>,
-    pub environment_files: Vec<EnvironmentFile>,
-    pub working_directory: Option<PathBuf>,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub service_type: ServiceType,
-    pub remain_after_exit: bool,
-    pub timeout_start: Duration,
-    pub restart: RestartPolicy,
-    pub restart_sec: Duration,
-    pub restart_steps: u32,
-    pub restart_max_delay: Option<Duration>,
-    pub start_limit_burst: u32,
-    pub start_limit_interval: Duration,
-    /// `None`: the config's `shutdown.timeout`.
-    pub timeout_stop: Option<Duration>,
-    pub kill_signal: i32,
-    pub kill_mode: KillMode,
-    pub limits: Vec<Limit>,
-    pub success_exit_status: Vec<SuccessStatus>,
-    pub success_action: EndAction,
-    pub failure_action: EndAction,
-    pub after: Vec<String>,
-    pub before: Vec<String>,
-    pub requires: Vec<String>,
-    pub wants: Vec<String>,
-    pub stdout: Output,
-    pub stderr: Output,
-    /// Keep init's stdin (the `-- CMD` service); others get `/dev/null`.
-    pub inherit_stdin: bool,
-}
-
-impl ServiceSpec {
-    /// `TimeoutStopSec`, or the contract's default when neither the file
-    /// nor the config set it (the supervisor fills in the config's).
-    pub fn stop_timeout(&self) -> Duration {
-        self.timeout_stop.unwrap_or(Duration::from_secs(10))
-    }
-
-    /// A service with systemd's defaults running `argv`.
-    pub fn new(name: &str, argv: Vec<OsString>) -> Self {
-        Self {
-            name: name.to_string(),
-            exec_start: argv,
-            exec_start_pre: Vec::new(),
-            exec_stop: Vec::new(),
-            environment: Vec::new(),
-            environment_files: Vec::new(),
-            working_directory: None,
-            user: None,
-            group: None,
-            service_type: ServiceType::Simple,
-            remain_after_exit: false,
-            timeout_start: Duration::from_secs(30),
-            restart: RestartPolicy::No,
-            restart_sec: Duration::from_millis(100),
-            restart_steps: 0,
-            restart_max_delay: None,
-            start_limit_burst: 5,
-            start_limit_interval: Duration::from_secs(10),
-            timeout_stop: None,
-            kill_signal: libc::SIGTERM,
-            kill_mode: KillMode::ControlGroup,
-            limits: Vec::new(),
-            success_exit_status: Vec::new(),
-            success_action: EndAction::None,
-            failure_action: EndAction::None,
-            after: Vec::new(),
-            before: Vec::new(),
-            requires: Vec::new(),
-            wants: Vec::new(),
-            stdout: Output::Log,
-            stderr: Output::Log,
-            inherit_stdin: false,
-        }
-    }
-
-    /// The service `main` of nitro-cli's `/cmd`: exactly the C init's single
-    /// child, whose end ends the enclave.
-    pub fn legacy_main(argv: Vec<OsString>) -> Self {
-        Self {
-            stdout: Output::Console,
-            stderr: Output::Console,
-            success_action: EndAction::Poweroff,
-            failure_action: EndAction::Poweroff,
-            ..Self::new("main", argv)
-        }
-    }
-
-    /// The service `main` of `enclave-init --no-boot -- CMD`: tini-style.
-    pub fn command_main(argv: Vec<OsString>) -> Self {
-        Self {
-            stdout: Output::Console,
-            stderr: Output::Console,
-            success_action: EndAction::Exit,
-            failure_action: EndAction::Exit,
-            inherit_stdin: true,
-            ..Self::new("main", argv)
-        }
-    }
-}
+use crate::model::spec::*;
+use crate::parse::diag::Diagnostic;
+use crate::parse::toml_keys::{self, KeyValue};
+use crate::parse::words;
 
 /// Every key a service file may have, for the unknown-key warning.
 pub const KEYS: &[&str] = &[
@@ -535,10 +350,6 @@ fn environment(value: &toml::Value) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-pub fn valid_env_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains(|c: char| c == '=' || c == '\0' || c.is_whitespace())
-}
-
 fn user_or_group(value: &toml::Value) -> Result<String, String> {
     match value {
         toml::Value::Integer(n) if *n >= 0 && *n < i64::from(u32::MAX) => Ok(n.to_string()),
@@ -554,28 +365,6 @@ fn user_or_group(value: &toml::Value) -> Result<String, String> {
             other.type_str()
         )),
     }
-}
-
-/// A signal by name (`SIGTERM`, `TERM`) or number.
-pub fn parse_signal(text: &str) -> Option<i32> {
-    if let Ok(n) = text.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let upper = text.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    nix::sys::signal::Signal::iterator()
-        .find(|s| s.as_str() == full)
-        .map(|s| s as i32)
-}
-
-pub fn signal_name(signal: i32) -> String {
-    nix::sys::signal::Signal::try_from(signal)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {signal}"))
 }
 
 fn signal(value: &toml::Value) -> Result<i32, String> {
@@ -694,16 +483,6 @@ fn service_names(value: &toml::Value) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// Service names: what may stand before `.service` in a file name.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c))
-}
-
 /// Two key names one typo apart (a swap, an extra, a missing or a wrong letter).
 fn similar(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -728,132 +507,6 @@ fn similar(a: &str, b: &str) -> bool {
         && a.get(prefix + 1) == b.get(prefix)
 }
 
-/// What loading a service directory gave.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub services: Vec<ServiceSpec>,
-    /// Names whose file exists but could not be loaded.
-    pub broken: Vec<String>,
-    pub diagnostics: Vec<Diagnostic>,
-    /// The directory does not exist (the caller decides whether that is
-    /// an error: the default one may be absent when `/cmd` gives the
-    /// command).
-    pub missing: bool,
-}
-
-/// Reads every `*.service` of `dir`, sorted by name. A missing directory is
-/// an empty result; entries that cannot be used are reported.
-pub fn load_dir(dir: &Path) -> Loaded {
-    let mut loaded = Loaded::default();
-    let read = match std::fs::read_dir(dir) {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            loaded.missing = true;
-            return loaded;
-        }
-        Err(e) => {
-            loaded.diagnostics.push(Diagnostic::error(
-                dir,
-                None,
-                None,
-                format!("cannot read service directory: {e}"),
-            ));
-            return loaded;
-        }
-    };
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
-    for entry in read {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                loaded.diagnostics.push(Diagnostic::error(
-                    dir,
-                    None,
-                    None,
-                    format!("cannot list service directory: {e}"),
-                ));
-                continue;
-            }
-        };
-        let path = entry.path();
-        let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
-            loaded.diagnostics.push(Diagnostic::warning(
-                &path,
-                None,
-                None,
-                "file name is not UTF-8, ignored",
-            ));
-            continue;
-        };
-        let Some(name) = file_name.strip_suffix(".service") else {
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        if !valid_name(name) {
-            loaded.diagnostics.push(Diagnostic::error(
-                &path,
-                None,
-                None,
-                format!("invalid service name {name:?}: use letters, digits and -_.@:"),
-            ));
-            continue;
-        }
-        files.push((name.to_string(), path));
-    }
-    files.sort();
-    for (name, path) in files {
-        // A panic in the parser (or in a crate it uses) costs this one
-        // file, never the others nor init.
-        let result = crate::panics::catch(|| {
-            crate::fault::point("load", &name);
-            read_file(&path).map(|text| parse(&path, &name, &text))
-        });
-        match result {
-            Ok(Ok((result, diags))) => {
-                loaded.diagnostics.extend(diags);
-                match result {
-                    Ok(spec) => loaded.services.push(spec),
-                    Err(()) => loaded.broken.push(name),
-                }
-            }
-            Ok(Err(reason)) => {
-                loaded
-                    .diagnostics
-                    .push(Diagnostic::error(&path, None, None, reason));
-                loaded.broken.push(name);
-            }
-            Err(panic) => {
-                loaded.diagnostics.push(Diagnostic::error(
-                    &path,
-                    None,
-                    None,
-                    format!("internal error while reading it: {panic}"),
-                ));
-                loaded.broken.push(name);
-            }
-        }
-    }
-    loaded
-}
-
-/// Reads a service file: bounded, never blocking (see [`crate::files`]);
-/// the error is the reason.
-fn read_file(path: &Path) -> Result<String, String> {
-    let bytes = crate::files::read(path, crate::files::MAX).map_err(|e| match e {
-        crate::files::ReadError::NotRegular("a directory") => {
-            "is a directory, not a service file".to_string()
-        }
-        crate::files::ReadError::Io(e) => format!("cannot read: {e}"),
-        other => other.to_string(),
-    })?;
-    if bytes.contains(&0) {
-        return Err("binary file (contains NUL bytes), not a service file".into());
-    }
-    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
-}
-
 #[cfg(test)]
-#[path = "spec_tests.rs"]
+#[path = "service_tests.rs"]
 mod tests;

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::spec::ServiceSpec;
+use crate::model::spec::ServiceSpec;
 
 /// One service's edges, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -302,7 +302,7 @@ pub fn stop_gate(deps: &Deps, stopping: impl Fn(&str) -> bool) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::ServiceSpec;
+    use crate::model::spec::ServiceSpec;
 
     fn svc(
         name: &str,

@@ -129,7 +129,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
             _ => {
                 return Err(format!(
                     "not a KEY=VALUE line: {:?}",
-                    crate::output::printable(line.as_bytes())
+                    crate::host::output::printable(line.as_bytes())
                 ))
             }
         }

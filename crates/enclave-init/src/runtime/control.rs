@@ -26,15 +26,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
-use crate::config::Level;
-use crate::console;
-use crate::lifecycle::{Exit, State};
-use crate::orchestrator::{Engine, Request as EngineRequest, Unit};
-use crate::output::{LogLine, LogRing};
+use crate::engine::lifecycle::State;
+use crate::engine::orchestrator::{Engine, Request as EngineRequest, Unit};
+use crate::host::console;
+use crate::host::output::{LogLine, LogRing};
+use crate::host::ratelimit::RateLimit;
+use crate::model::config::Level;
+use crate::model::spec::ServiceType;
+use crate::model::Exit;
 pub use crate::proto::ReloadReport;
 use crate::proto::{self, Command, LastExit, LogEntry, Request, Response, ServiceInfo};
-use crate::ratelimit::RateLimit;
-use crate::spec::ServiceType;
 use crate::sys;
 
 /// Connections at once; more are refused at accept.
@@ -538,7 +539,7 @@ impl Control {
                 Level::Warn,
                 &format!(
                     "control socket: {n} more failed accepts in the last {}",
-                    crate::duration::format(self.accept_warnings.interval())
+                    crate::model::duration::format(self.accept_warnings.interval())
                 ),
             );
         }
@@ -723,7 +724,7 @@ pub fn info(svc: &Unit, logs: Option<&LogRing>, recent: usize) -> ServiceInfo {
         }
         .to_string(),
         result,
-        waiting_for: if svc.pending == crate::orchestrator::Pending::Start {
+        waiting_for: if svc.pending == crate::engine::orchestrator::Pending::Start {
             svc.waiting_for.clone()
         } else {
             None
@@ -805,7 +806,7 @@ pub fn execute(
         Ok(r) => r,
         Err(message) => return reply(Response::Error { message }),
     };
-    crate::fault::point("control", request.command.name());
+    crate::host::fault::point("control", request.command.name());
     let unknown = |name: &str| {
         reply(Response::Error {
             message: format!("no such service: {name}"),

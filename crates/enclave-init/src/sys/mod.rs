@@ -9,7 +9,15 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use crate::lifecycle::{Exit, Pid};
+/// A process id, as the kernel has it.
+pub type Pid = i32;
+
+/// How a child ended, as `waitpid` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
@@ -21,7 +29,7 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 
 /// Reaps one exited child, if any: `Ok(None)` when children exist but none
 /// has exited; `Err(ECHILD)` when there are no children at all.
-pub fn reap_one() -> io::Result<Option<(Pid, Exit)>> {
+pub fn reap_one() -> io::Result<Option<(Pid, WaitStatus)>> {
     let mut status: libc::c_int = 0;
     // SAFETY: waitpid writes only to `status`, a valid local.
     let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
@@ -32,9 +40,9 @@ pub fn reap_one() -> io::Result<Option<(Pid, Exit)>> {
         return Ok(None);
     }
     let exit = if libc::WIFEXITED(status) {
-        Exit::Code(libc::WEXITSTATUS(status))
+        WaitStatus::Exited(libc::WEXITSTATUS(status))
     } else {
-        Exit::Signal(libc::WTERMSIG(status))
+        WaitStatus::Signaled(libc::WTERMSIG(status))
     };
     Ok(Some((pid, exit)))
 }

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
-use crate::config::Level;
+use crate::model::config::Level;
 use crate::sys;
 
 /// Bytes queued for the console at most.
@@ -213,7 +213,7 @@ fn without_os_error_suffix(message: &str) -> std::borrow::Cow<'_, str> {
 /// straight to the console. They may fill the queue only up to [`RESERVE`]
 /// short of its end, so that a flooding service cannot crowd out init's own
 /// lines; whole lines that do not fit are dropped and counted.
-pub fn service_lines(lines: &crate::output::Lines) {
+pub fn service_lines(lines: &crate::host::output::Lines) {
     let bytes = lines.console_bytes();
     if bytes.is_empty() {
         return;

@@ -7,37 +7,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::config::Level;
-use crate::duration;
-use crate::spec::{
+use crate::model::config::Level;
+use crate::model::duration;
+use crate::model::spec::{
     signal_name, EndAction, KillMode, RestartPolicy, ServiceSpec, ServiceType, SuccessStatus,
 };
-
-pub type Pid = i32;
-
-/// How a process ended, as `waitpid` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-impl Exit {
-    /// The shell's convention: a code as is, a signal as 128 + its number.
-    pub fn status(self) -> i32 {
-        match self {
-            Exit::Code(code) => code,
-            Exit::Signal(signal) => 128 + signal,
-        }
-    }
-
-    pub fn describe(self) -> String {
-        match self {
-            Exit::Code(code) => format!("exited with status {code}"),
-            Exit::Signal(signal) => format!("killed by {}", signal_name(signal)),
-        }
-    }
-}
+use crate::model::{Exit, Pid};
 
 /// Why a service is `failed`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! records what was asked of it.
 
 use super::*;
-use crate::lifecycle::StartStep;
+use crate::engine::lifecycle::StartStep;
 
 fn at(ms: u64) -> Instant {
     static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -371,9 +371,9 @@ fn requests_for_unknown_services_or_during_shutdown_are_refused() {
 /// Puts `svc` of a fresh world into each state a request can meet.
 fn world_in(state: &str) -> World {
     let mut s = spec("svc");
-    s.restart = crate::spec::RestartPolicy::OnFailure;
+    s.restart = crate::model::spec::RestartPolicy::OnFailure;
     let mut pre = s.clone();
-    pre.exec_start_pre = vec![crate::spec::Command {
+    pre.exec_start_pre = vec![crate::model::spec::Command {
         argv: vec!["/bin/pre".into()],
         ignore_failure: false,
     }];
@@ -381,7 +381,7 @@ fn world_in(state: &str) -> World {
     notify.service_type = ServiceType::Notify;
     let mut oneshot = s.clone();
     oneshot.service_type = ServiceType::Oneshot;
-    oneshot.restart = crate::spec::RestartPolicy::No;
+    oneshot.restart = crate::model::spec::RestartPolicy::No;
     oneshot.remain_after_exit = state == "exited-active";
     let chosen = match state {
         "starting-pre" => pre,
@@ -402,7 +402,8 @@ fn world_in(state: &str) -> World {
         }
         "failed" => {
             let p = pid(&w);
-            w.engine.units.get_mut("svc").unwrap().spec.restart = crate::spec::RestartPolicy::No;
+            w.engine.units.get_mut("svc").unwrap().spec.restart =
+                crate::model::spec::RestartPolicy::No;
             w.exit(p, Exit::Code(1));
         }
         "exited" | "exited-active" => {
@@ -642,7 +643,7 @@ fn a_pid_reused_within_one_batch_goes_to_its_new_owner() {
     // a's ExecStartPre and b's main end in one batch. Delivering the first
     // starts a's main process, which the kernel gives b's freed pid.
     let mut a = spec("a");
-    a.exec_start_pre = vec![crate::spec::Command {
+    a.exec_start_pre = vec![crate::model::spec::Command {
         argv: vec!["/bin/pre".into()],
         ignore_failure: false,
     }];
@@ -759,7 +760,7 @@ fn end_actions_per_mode() {
         let mut s = spec("job");
         s.success_action = action;
         s.failure_action = action;
-        s.success_exit_status = vec![crate::spec::SuccessStatus::Code(3)];
+        s.success_exit_status = vec![crate::model::spec::SuccessStatus::Code(3)];
         let mut w = World::with(mode, vec![s]);
         let pid = w.pid("job").unwrap();
         w.exit(pid, Exit::Code(code));
@@ -805,7 +806,7 @@ fn any_sequence_of_inputs_keeps_the_books_straight() {
         let mut n = Numbers(seed);
         let mut notify = spec("n");
         notify.service_type = ServiceType::Notify;
-        notify.restart = crate::spec::RestartPolicy::Always;
+        notify.restart = crate::model::spec::RestartPolicy::Always;
         let mut oneshot = spec("o");
         oneshot.service_type = ServiceType::Oneshot;
         oneshot.remain_after_exit = true;

@@ -15,44 +15,18 @@
 //! in a state that is true (its processes are killed), and nothing is
 //! left half-applied.
 //!
-//! [`lifecycle`]: crate::lifecycle
-//! [`graph`]: crate::graph
+//! [`lifecycle`]: crate::engine::lifecycle
+//! [`graph`]: crate::engine::graph
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::config::Level;
-use crate::duration;
-use crate::graph::{self, DepState, Deps, Gate};
-use crate::lifecycle::{Action, Event, Exit, Failure, Life, Pid, Proc, State};
-use crate::spec::{EndAction, ServiceSpec, ServiceType};
-
-/// How init was started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// PID 1 of an enclave: every end is `reboot(2)`.
-    Boot,
-    /// `--no-boot`: every end is `exit`.
-    NoBoot,
-}
-
-/// How init ends, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
-    Poweroff,
-    Reboot,
-    Exit(i32),
-}
-
-impl Ending {
-    pub fn name(&self) -> String {
-        match self {
-            Ending::Poweroff => "poweroff".into(),
-            Ending::Reboot => "reboot".into(),
-            Ending::Exit(status) => format!("exit {status}"),
-        }
-    }
-}
+use crate::engine::graph::{self, DepState, Deps, Gate};
+use crate::engine::lifecycle::{Action, Event, Failure, Life, Proc, State};
+use crate::model::config::Level;
+use crate::model::duration;
+use crate::model::spec::{EndAction, ServiceSpec, ServiceType};
+pub use crate::model::{Ending, Exit, Mode, Pid};
 
 /// What the engine needs besides the service files.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,6 @@
 //! place that waits for children (the one reaper).
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,46 +17,27 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-use crate::config::{Config, Level};
-use crate::console;
-use crate::control::{self, Control, Step, Task, Token, View};
-use crate::duration;
-use crate::lifecycle::{Exit, Pid, Proc};
-use crate::notify::NotifySocket;
-use crate::orchestrator::{
+use crate::engine::lifecycle::Proc;
+use crate::engine::orchestrator::{
     Effect, Engine, Input, Noise, Reaped, ReloadDiff, ServiceSet, SpawnFailure,
 };
-pub use crate::orchestrator::{Ending, Mode};
-use crate::output::{LineSplitter, Lines, LogRing};
-use crate::panics;
+use crate::host::console;
+use crate::host::output::{LineSplitter, Lines, LogRing};
+use crate::host::panics;
+use crate::host::ratelimit::RateLimit;
+use crate::model::duration;
+use crate::model::spec::{self, ServiceType};
+use crate::model::Level;
+pub use crate::model::{Ending, Mode};
+use crate::model::{Exit, Pid, Settings};
 use crate::proto::{ReloadReport, Response};
-use crate::ratelimit::RateLimit;
-use crate::spawn;
-use crate::spec::{self, ServiceSpec, ServiceType};
 use crate::sys;
+use control::{Control, Step, Task, Token, View};
+use notify::NotifySocket;
 
-/// Everything the supervisor needs from the outside, so that tests can run
-/// it on a temporary tree.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub mode: Mode,
-    pub config: Config,
-    /// `/env` in boot mode, init's own environment otherwise; bytes.
-    pub base_env: Vec<(OsString, OsString)>,
-    /// Root for `/etc/passwd` and `/etc/group` lookups.
-    pub root: PathBuf,
-    /// `main` of `/cmd` or of `-- CMD`, beside the service files.
-    pub extra_services: Vec<ServiceSpec>,
-    /// Load the service directory too (not for `-- CMD` without one).
-    pub load_service_dir: bool,
-    pub proc_path: PathBuf,
-    /// A cgroup v2 hierarchy to track `KillMode=control-group` services in
-    /// (boot mode with `cgroups = "v2"`); process groups otherwise.
-    pub cgroup_root: Option<PathBuf>,
-    /// The `RLIMIT_NOFILE` init was given (soft, hard), which services
-    /// keep unless `LimitNOFILE` says otherwise; init raised its own.
-    pub nofile: Option<(u64, u64)>,
-}
+pub mod control;
+pub mod notify;
+pub mod spawn;
 
 /// An output pipe of one spawned process. Known by a token that is never
 /// reused (see [`TOKEN_PIPE`]).
@@ -181,7 +161,7 @@ impl Supervisor {
                 );
             }
         }
-        let engine = Engine::new(crate::orchestrator::Settings {
+        let engine = Engine::new(crate::engine::orchestrator::Settings {
             mode: settings.mode,
             stop_timeout: settings.config.shutdown.timeout,
             final_timeout: settings.config.shutdown.final_timeout,
@@ -433,7 +413,7 @@ impl Supervisor {
                 Effect::Spawn { service, proc } => {
                     let result = self.spawn(&service, proc);
                     self.in_flight = Some((service.clone(), result.as_ref().ok().copied()));
-                    crate::fault::point("deliver", &service);
+                    crate::host::fault::point("deliver", &service);
                     let more = self.handle(Input::Spawned { service, result });
                     self.in_flight = None;
                     self.effects.extend(more);
@@ -515,12 +495,12 @@ impl Supervisor {
 
     /// Reads the service directory (diagnostics logged) and merges the
     /// services of the command line.
-    fn read_services(&self) -> (ServiceSet, Vec<crate::diag::Diagnostic>, bool) {
+    fn read_services(&self) -> (ServiceSet, Vec<crate::parse::diag::Diagnostic>, bool) {
         let mut set = ServiceSet::default();
         let mut diagnostics = Vec::new();
         let mut missing = false;
         if self.settings.load_service_dir {
-            let loaded = spec::load_dir(&self.settings.config.services.dir);
+            let loaded = crate::host::load::load_dir(&self.settings.config.services.dir);
             set.services = loaded.services;
             set.broken = loaded.broken.into_iter().collect();
             diagnostics = loaded.diagnostics;
@@ -543,7 +523,7 @@ impl Supervisor {
         // gives the command; any other missing one is a mistake to name.
         if missing
             && (self.settings.extra_services.is_empty()
-                || dir.as_path() != Path::new(crate::config::DEFAULT_SERVICE_DIR))
+                || dir.as_path() != Path::new(crate::model::config::DEFAULT_SERVICE_DIR))
         {
             console::log(
                 Level::Error,
@@ -620,7 +600,7 @@ impl Supervisor {
         let (set, diagnostics, _) = self.read_services();
         report_diagnostics(&diagnostics);
         if let Some(dir_error) = diagnostics.iter().find(|d| {
-            d.file == dir && d.line.is_none() && d.severity == crate::diag::Severity::Error
+            d.file == dir && d.line.is_none() && d.severity == crate::parse::diag::Severity::Error
         }) {
             // The directory itself is unreadable: change nothing.
             console::log(
@@ -631,7 +611,7 @@ impl Supervisor {
         }
         // A panic before the engine takes the files changes nothing; the
         // engine applies a reload whole, in its total `handle`.
-        crate::fault::point("reload", "");
+        crate::host::fault::point("reload", "");
         let diff = self.feed(Input::Reload(set)).reloaded.unwrap_or_default();
         let report = ReloadReport {
             added: diff.added,
@@ -639,7 +619,7 @@ impl Supervisor {
             changed: diff.changed,
             errors: diagnostics
                 .iter()
-                .filter(|d| d.severity == crate::diag::Severity::Error)
+                .filter(|d| d.severity == crate::parse::diag::Severity::Error)
                 .map(ToString::to_string)
                 .collect(),
         };
@@ -777,7 +757,7 @@ impl Supervisor {
             // Closed earlier in the same batch of events.
             return;
         };
-        crate::fault::point("pipe", &pipe.service);
+        crate::host::fault::point("pipe", &pipe.service);
         let mut buf = std::mem::take(&mut self.read_buf);
         buf.resize(CHUNK, 0);
         let mut lines = std::mem::take(&mut self.lines);
@@ -841,10 +821,16 @@ impl Supervisor {
     /// batch. Exits wait in `reaped` until handed over, so that a panic on
     /// the way loses none (the recovery calls this again).
     fn reap(&mut self) {
-        crate::fault::point("reap", "");
+        crate::host::fault::point("reap", "");
         loop {
             match sys::reap_one() {
-                Ok(Some(exit)) => self.reaped.push_back(exit),
+                Ok(Some((pid, status))) => self.reaped.push_back((
+                    pid,
+                    match status {
+                        sys::WaitStatus::Exited(code) => Exit::Code(code),
+                        sys::WaitStatus::Signaled(signal) => Exit::Signal(signal),
+                    },
+                )),
                 Ok(None) => break,
                 Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
                     self.has_children = false;
@@ -857,7 +843,7 @@ impl Supervisor {
                 }
             }
         }
-        crate::fault::point("reaped", "");
+        crate::host::fault::point("reaped", "");
         // Each process's group is looked at once every zombie of the batch
         // is gone (a group of zombies is not alive), and before the engine
         // sees any exit: delivering one may start a process, which the
@@ -956,7 +942,7 @@ impl Supervisor {
         let mut buf = [0u8; 8];
         let _ = sys::read(self.timer.as_fd(), &mut buf);
         self.timer_armed = None;
-        crate::fault::point("timer", "");
+        crate::host::fault::point("timer", "");
         let now = Instant::now();
         self.feed(Input::Tick);
         self.with_control(|ctl, sup| ctl.on_deadline(now, &sup.epoll, TOKEN_CONTROL));
@@ -1027,7 +1013,7 @@ impl Supervisor {
                     return;
                 }
             };
-            crate::fault::point("notify", "");
+            crate::host::fault::point("notify", "");
             // The engine decides whose message it is: by the sender's pid
             // (from the kernel), or its process group.
             let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(message.pid)))
@@ -1215,7 +1201,7 @@ impl Supervisor {
     fn cgroup_of(&self, name: &str) -> Option<PathBuf> {
         let root = self.settings.cgroup_root.as_ref()?;
         let unit = self.engine.unit(name)?;
-        (unit.spec.kill_mode != crate::spec::KillMode::Process)
+        (unit.spec.kill_mode != crate::model::spec::KillMode::Process)
             .then(|| root.join(format!("{name}.service")))
     }
 
@@ -1309,11 +1295,11 @@ fn group_exists(pgid: Pid) -> bool {
     }
 }
 
-fn report_diagnostics(diags: &[crate::diag::Diagnostic]) {
+fn report_diagnostics(diags: &[crate::parse::diag::Diagnostic]) {
     for d in diags {
         let level = match d.severity {
-            crate::diag::Severity::Error => Level::Error,
-            crate::diag::Severity::Warning => Level::Warn,
+            crate::parse::diag::Severity::Error => Level::Error,
+            crate::parse::diag::Severity::Warning => Level::Warn,
         };
         console::log(level, &d.to_string());
     }

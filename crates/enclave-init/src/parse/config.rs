@@ -1,136 +1,12 @@
-//! `/etc/enclave-init.toml` (contract §3). Every key is optional and the
-//! defaults reproduce the AWS C init. Reading never fails: an unknown key is
-//! a warning, an invalid value an error that keeps the default.
+//! `/etc/enclave-init.toml` (contract §3) from text. Reading never fails:
+//! an unknown key is a warning, an invalid value an error that keeps the
+//! default.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use crate::diag::Diagnostic;
-use crate::toml_keys::{self, KeyValue};
-
-pub const DEFAULT_PATH: &str = "/etc/enclave-init.toml";
-pub const DEFAULT_SERVICE_DIR: &str = "/service";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cgroups {
-    V1,
-    V2,
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Legacy {
-    /// `/cmd` becomes service `main` only when no service file exists.
-    Auto,
-    Always,
-    Never,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Error,
-    Warn,
-    Info,
-    Debug,
-}
-
-impl Level {
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Error => "error",
-            Level::Warn => "warn",
-            Level::Info => "info",
-            Level::Debug => "debug",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Boot {
-    pub modules: Vec<PathBuf>,
-    pub cgroups: Cgroups,
-    pub loopback: bool,
-    pub hostname: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Heartbeat {
-    pub enabled: bool,
-    pub cid: u32,
-    pub port: u32,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Services {
-    pub dir: PathBuf,
-    pub legacy: Legacy,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Control {
-    pub socket: PathBuf,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Shutdown {
-    /// The default `TimeoutStopSec` (`0` or `infinity`: no timeout).
-    pub timeout: Duration,
-    /// The bound on a whole shutdown: past it, whatever still runs gets
-    /// SIGKILL and the end goes on (`0` or `infinity`: no bound).
-    pub final_timeout: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Log {
-    pub level: Level,
-    /// Bytes of captured output kept per service for `initctl logs`.
-    pub buffer: usize,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    pub boot: Boot,
-    pub heartbeat: Heartbeat,
-    pub services: Services,
-    pub control: Control,
-    pub shutdown: Shutdown,
-    pub log: Log,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            boot: Boot {
-                modules: vec![PathBuf::from("/nsm.ko")],
-                cgroups: Cgroups::V1,
-                loopback: true,
-                hostname: String::new(),
-            },
-            heartbeat: Heartbeat {
-                enabled: true,
-                cid: 3,
-                port: 9000,
-                timeout: Duration::from_secs(20),
-            },
-            services: Services {
-                dir: PathBuf::from(DEFAULT_SERVICE_DIR),
-                legacy: Legacy::Auto,
-            },
-            control: Control {
-                socket: PathBuf::from("/run/enclave-init.sock"),
-            },
-            shutdown: Shutdown {
-                timeout: Duration::from_secs(10),
-                final_timeout: Duration::from_secs(300),
-            },
-            log: Log {
-                level: Level::Info,
-                buffer: 64 * 1024,
-            },
-        }
-    }
-}
+use crate::model::config::*;
+use crate::parse::diag::Diagnostic;
+use crate::parse::toml_keys::{self, KeyValue};
 
 const CGROUPS: &[(&str, Cgroups)] = &[
     ("v1", Cgroups::V1),
@@ -148,35 +24,6 @@ const LEVELS: &[(&str, Level)] = &[
     ("info", Level::Info),
     ("debug", Level::Debug),
 ];
-
-/// Reads the config file. A missing file is the defaults with no
-/// diagnostic; any other problem is reported and the defaults stand in.
-pub fn load(path: &Path) -> (Config, Vec<Diagnostic>) {
-    match crate::files::read(path, crate::files::MAX) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => parse(path, &text),
-            Err(_) => (
-                Config::default(),
-                vec![Diagnostic::error(
-                    path,
-                    None,
-                    None,
-                    "not UTF-8 text; using defaults",
-                )],
-            ),
-        },
-        Err(e) if e.is_not_found() => (Config::default(), Vec::new()),
-        Err(e) => (
-            Config::default(),
-            vec![Diagnostic::error(
-                path,
-                None,
-                None,
-                format!("cannot read: {e}; using defaults"),
-            )],
-        ),
-    }
-}
 
 /// Parses config text; `path` only names the file in diagnostics.
 pub fn parse(path: &Path, text: &str) -> (Config, Vec<Diagnostic>) {
@@ -273,10 +120,12 @@ fn apply(config: &mut Config, section: &str, entry: &KeyValue) -> Result<bool, S
         ("services", "legacy") => config.services.legacy = toml_keys::choice(v, LEGACY)?,
         ("control", "socket") => config.control.socket = absolute(toml_keys::string(v)?)?,
         ("shutdown", "timeout") => {
-            config.shutdown.timeout = crate::spec::zero_is_infinity(toml_keys::duration(v)?)
+            config.shutdown.timeout =
+                crate::parse::service::zero_is_infinity(toml_keys::duration(v)?)
         }
         ("shutdown", "final_timeout") => {
-            config.shutdown.final_timeout = crate::spec::zero_is_infinity(toml_keys::duration(v)?)
+            config.shutdown.final_timeout =
+                crate::parse::service::zero_is_infinity(toml_keys::duration(v)?)
         }
         ("log", "level") => config.log.level = toml_keys::choice(v, LEVELS)?,
         ("log", "buffer") => config.log.buffer = byte_size(v)?,
@@ -326,6 +175,7 @@ fn byte_size(value: &toml::Value) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn parse_text(text: &str) -> (Config, Vec<String>) {
         let (config, diags) = parse(Path::new("/etc/enclave-init.toml"), text);
@@ -340,13 +190,6 @@ mod tests {
         assert_eq!(config.heartbeat.cid, 3);
         assert_eq!(config.heartbeat.port, 9000);
         assert_eq!(config.boot.modules, [PathBuf::from("/nsm.ko")]);
-    }
-
-    #[test]
-    fn missing_file_is_defaults_without_diagnostics() {
-        let (config, diags) = load(Path::new("/nonexistent/enclave-init.toml"));
-        assert_eq!(config, Config::default());
-        assert!(diags.is_empty());
     }
 
     #[test]

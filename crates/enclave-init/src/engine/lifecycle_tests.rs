@@ -1,5 +1,5 @@
 use super::*;
-use crate::spec::Command;
+use crate::model::spec::Command;
 
 fn base() -> Instant {
     // One fixed origin per test run: all times are offsets from it.

@@ -1,0 +1,129 @@
+//! The config file's values (contract §3): `/etc/enclave-init.toml`. Every
+//! key is optional and the defaults reproduce the AWS C init.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_PATH: &str = "/etc/enclave-init.toml";
+pub const DEFAULT_SERVICE_DIR: &str = "/service";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cgroups {
+    V1,
+    V2,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Legacy {
+    /// `/cmd` becomes service `main` only when no service file exists.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Boot {
+    pub modules: Vec<PathBuf>,
+    pub cgroups: Cgroups,
+    pub loopback: bool,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    pub enabled: bool,
+    pub cid: u32,
+    pub port: u32,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Services {
+    pub dir: PathBuf,
+    pub legacy: Legacy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Control {
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shutdown {
+    /// The default `TimeoutStopSec` (`0` or `infinity`: no timeout).
+    pub timeout: Duration,
+    /// The bound on a whole shutdown: past it, whatever still runs gets
+    /// SIGKILL and the end goes on (`0` or `infinity`: no bound).
+    pub final_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub level: Level,
+    /// Bytes of captured output kept per service for `initctl logs`.
+    pub buffer: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub boot: Boot,
+    pub heartbeat: Heartbeat,
+    pub services: Services,
+    pub control: Control,
+    pub shutdown: Shutdown,
+    pub log: Log,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            boot: Boot {
+                modules: vec![PathBuf::from("/nsm.ko")],
+                cgroups: Cgroups::V1,
+                loopback: true,
+                hostname: String::new(),
+            },
+            heartbeat: Heartbeat {
+                enabled: true,
+                cid: 3,
+                port: 9000,
+                timeout: Duration::from_secs(20),
+            },
+            services: Services {
+                dir: PathBuf::from(DEFAULT_SERVICE_DIR),
+                legacy: Legacy::Auto,
+            },
+            control: Control {
+                socket: PathBuf::from("/run/enclave-init.sock"),
+            },
+            shutdown: Shutdown {
+                timeout: Duration::from_secs(10),
+                final_timeout: Duration::from_secs(300),
+            },
+            log: Log {
+                level: Level::Info,
+                buffer: 64 * 1024,
+            },
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! A service as init knows it: the [`ServiceSpec`] a service file (or
+//! `/cmd`, or `-- CMD`) describes, with systemd's names and defaults. Leaf
+//! types every layer may use.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceType {
+    Simple,
+    Oneshot,
+    Notify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    Always,
+    OnSuccess,
+    OnFailure,
+    OnAbnormal,
+    OnAbort,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillMode {
+    ControlGroup,
+    Mixed,
+    Process,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndAction {
+    None,
+    Poweroff,
+    Reboot,
+    Exit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Log,
+    Console,
+    Null,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    NoFile,
+    NProc,
+    Core,
+    MemLock,
+}
+
+/// `u64::MAX` stands for `infinity` (RLIM_INFINITY).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub resource: Resource,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// One exit status counted as success besides 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuccessStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+/// A command of `ExecStartPre`/`ExecStop`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub argv: Vec<OsString>,
+    /// A leading `-`: the command's failure is ignored.
+    pub ignore_failure: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentFile {
+    pub path: PathBuf,
+    /// A leading `-`: a missing file is fine.
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Bytes, not text: `/cmd` and `-- CMD` pass through unchanged.
+    pub exec_start: Vec<OsString>,
+    pub exec_start_pre: Vec<Command>,
+    pub exec_stop: Vec<Command>,
+    pub environment: Vec<(String, String)>,
+    pub environment_files: Vec<EnvironmentFile>,
+    pub working_directory: Option<PathBuf>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub service_type: ServiceType,
+    pub remain_after_exit: bool,
+    pub timeout_start: Duration,
+    pub restart: RestartPolicy,
+    pub restart_sec: Duration,
+    pub restart_steps: u32,
+    pub restart_max_delay: Option<Duration>,
+    pub start_limit_burst: u32,
+    pub start_limit_interval: Duration,
+    /// `None`: the config's `shutdown.timeout`.
+    pub timeout_stop: Option<Duration>,
+    pub kill_signal: i32,
+    pub kill_mode: KillMode,
+    pub limits: Vec<Limit>,
+    pub success_exit_status: Vec<SuccessStatus>,
+    pub success_action: EndAction,
+    pub failure_action: EndAction,
+    pub after: Vec<String>,
+    pub before: Vec<String>,
+    pub requires: Vec<String>,
+    pub wants: Vec<String>,
+    pub stdout: Output,
+    pub stderr: Output,
+    /// Keep init's stdin (the `-- CMD` service); others get `/dev/null`.
+    pub inherit_stdin: bool,
+}
+
+impl ServiceSpec {
+    /// `TimeoutStopSec`, or the contract's default when neither the file
+    /// nor the config set it (the supervisor fills in the config's).
+    pub fn stop_timeout(&self) -> Duration {
+        self.timeout_stop.unwrap_or(Duration::from_secs(10))
+    }
+
+    /// A service with systemd's defaults running `argv`.
+    pub fn new(name: &str, argv: Vec<OsString>) -> Self {
+        Self {
+            name: name.to_string(),
+            exec_start: argv,
+            exec_start_pre: Vec::new(),
+            exec_stop: Vec::new(),
+            environment: Vec::new(),
+            environment_files: Vec::new(),
+            working_directory: None,
+            user: None,
+            group: None,
+            service_type: ServiceType::Simple,
+            remain_after_exit: false,
+            timeout_start: Duration::from_secs(30),
+            restart: RestartPolicy::No,
+            restart_sec: Duration::from_millis(100),
+            restart_steps: 0,
+            restart_max_delay: None,
+            start_limit_burst: 5,
+            start_limit_interval: Duration::from_secs(10),
+            timeout_stop: None,
+            kill_signal: libc::SIGTERM,
+            kill_mode: KillMode::ControlGroup,
+            limits: Vec::new(),
+            success_exit_status: Vec::new(),
+            success_action: EndAction::None,
+            failure_action: EndAction::None,
+            after: Vec::new(),
+            before: Vec::new(),
+            requires: Vec::new(),
+            wants: Vec::new(),
+            stdout: Output::Log,
+            stderr: Output::Log,
+            inherit_stdin: false,
+        }
+    }
+
+    /// The service `main` of nitro-cli's `/cmd`: exactly the C init's single
+    /// child, whose end ends the enclave.
+    pub fn legacy_main(argv: Vec<OsString>) -> Self {
+        Self {
+            stdout: Output::Console,
+            stderr: Output::Console,
+            success_action: EndAction::Poweroff,
+            failure_action: EndAction::Poweroff,
+            ..Self::new("main", argv)
+        }
+    }
+
+    /// The service `main` of `enclave-init --no-boot -- CMD`: tini-style.
+    pub fn command_main(argv: Vec<OsString>) -> Self {
+        Self {
+            stdout: Output::Console,
+            stderr: Output::Console,
+            success_action: EndAction::Exit,
+            failure_action: EndAction::Exit,
+            inherit_stdin: true,
+            ..Self::new("main", argv)
+        }
+    }
+}
+
+pub fn valid_env_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(|c: char| c == '=' || c == '\0' || c.is_whitespace())
+}
+
+/// A signal by name (`SIGTERM`, `TERM`) or number.
+pub fn parse_signal(text: &str) -> Option<i32> {
+    if let Ok(n) = text.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = text.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::iterator()
+        .find(|s| s.as_str() == full)
+        .map(|s| s as i32)
+}
+
+pub fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {signal}"))
+}
+
+/// Service names: what may stand before `.service` in a file name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c))
+}
