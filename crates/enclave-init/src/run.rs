@@ -1,15 +1,15 @@
 //! The top of init: parse the command line, set up, supervise, end.
 //! Every way init can end is here, each after a log line saying why.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::host::console;
-use crate::model::config::{self, Config, Level};
+use crate::host::load;
+use crate::model::config::Level;
 use crate::model::spec::ServiceSpec;
 use crate::model::{Ending, Mode, Settings};
 use crate::parse::cli::{self, Args};
-use crate::parse::diag::{Diagnostic, Severity};
 use crate::runtime::Supervisor;
 use crate::sys;
 
@@ -89,7 +89,8 @@ fn start() -> ExitCode {
         }
     };
     if boot {
-        crate::boot::boot_and_supervise(&args, &mask, nofile)
+        let settings = crate::boot::boot(&args, nofile);
+        crate::boot::end(supervise(settings, &mask))
     } else {
         no_boot(&args, &mask, nofile)
     }
@@ -112,39 +113,21 @@ fn answered(is_pid1: bool, status: u8) -> ExitCode {
     ExitCode::from(status)
 }
 
-/// The config file: `--config`, else `$ENCLAVE_INIT_CONFIG`, else the default.
-pub fn config_path(args: &Args) -> PathBuf {
-    args.config
-        .clone()
-        .or_else(|| std::env::var_os("ENCLAVE_INIT_CONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
-}
-
-/// Reads the config and applies the command line's overrides.
-pub fn load_config(path: &Path, args: &Args) -> (Config, Vec<Diagnostic>) {
-    let (mut config, diags) = crate::host::load::config(path);
-    if let Some(dir) = &args.service_dir {
-        config.services.dir = dir.clone();
-    }
-    if let Some(socket) = &args.control_socket {
-        config.control.socket = socket.clone();
-    }
-    (config, diags)
-}
-
-pub fn report(diags: &[Diagnostic]) {
-    for d in diags {
-        let level = match d.severity {
-            Severity::Error => Level::Error,
-            Severity::Warning => Level::Warn,
-        };
-        console::log(level, &d.to_string());
+/// Boot mode's supervision, until the enclave must end. A runtime that
+/// cannot even start (no epoll, no signalfd) ends the enclave, saying why.
+fn supervise(settings: Settings, mask: &nix::sys::signal::SigSet) -> Ending {
+    match Supervisor::new(settings, mask) {
+        Ok(mut s) => s.run(),
+        Err(e) => {
+            console::log(Level::Error, &format!("cannot supervise: {e}"));
+            Ending::Poweroff
+        }
     }
 }
 
 fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet, nofile: Option<(u64, u64)>) -> ExitCode {
-    let path = config_path(args);
-    let (config, diags) = load_config(&path, args);
+    let path = load::config_path(args);
+    let (config, diags) = load::config_for(&path, args);
     console::set_level(config.log.level);
     if let Err(e) = console::install_stdout() {
         console::log(
@@ -152,7 +135,7 @@ fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet, nofile: Option<(u64, u6
             &format!("console: {e}; writing to stderr, which may block"),
         );
     }
-    report(&diags);
+    load::report(&diags);
     let extra = if args.command.is_empty() {
         Vec::new()
     } else {

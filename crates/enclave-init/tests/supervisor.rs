@@ -60,12 +60,23 @@ fn output_is_prefixed_with_service_and_pid() {
 
 #[test]
 fn restart_on_failure_waits_restart_sec() {
-    let init = Builder::new("restart")
-        .service("crash", "ExecStart = \"sh -c 'echo run; exit 3'\"\nRestart = \"on-failure\"\nRestartSec = 0.3\nStartLimitIntervalSec = 0\n")
+    // The gaps are measured by the service itself (its own exec times),
+    // not by when its lines reach the test: a reader delayed by a loaded
+    // machine would shrink them.
+    let b = Builder::new("restart");
+    let stamps = b.dir().join("stamps");
+    let init = b
+        .service(
+            "crash",
+            &format!(
+                "ExecStart = [\"sh\", \"-c\", \"date +%s%N >> {}; echo run; exit 3\"]\nRestart = \"on-failure\"\nRestartSec = 0.3\nStartLimitIntervalSec = 0\n",
+                stamps.display()
+            ),
+        )
         .start();
-    let starts = init.wait_count("crash: started (pid", 4);
-    for pair in starts.windows(2) {
-        let gap = pair[1] - pair[0];
+    init.wait_count("crash: started (pid", 4);
+    init.wait_count("crash[", 4);
+    for gap in exec_gaps(&stamps) {
         assert!(
             gap >= Duration::from_millis(300),
             "restarted after {gap:?}, before RestartSec"
@@ -74,6 +85,20 @@ fn restart_on_failure_waits_restart_sec() {
     assert!(init
         .output()
         .contains("crash: restarting in 300ms (restart 1)"));
+}
+
+/// The gaps between the exec times a service wrote to `stamps` (one
+/// `date +%s%N` a line).
+fn exec_gaps(stamps: &std::path::Path) -> Vec<Duration> {
+    let times: Vec<u128> = std::fs::read_to_string(stamps)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    times
+        .windows(2)
+        .map(|w| Duration::from_nanos((w[1] - w[0]) as u64))
+        .collect()
 }
 
 #[test]
@@ -120,13 +145,18 @@ fn start_limit_fails_the_service_and_keeps_it_down() {
 
 #[test]
 fn restart_backoff_grows() {
-    let init = Builder::new("backoff")
+    let b = Builder::new("backoff");
+    let stamps = b.dir().join("stamps");
+    let init = b
         .service(
             "crash",
-            "ExecStart = \"/bin/false\"\nRestart = \"always\"\nRestartSec = 0.1\nRestartSteps = 3\nRestartMaxDelaySec = 0.8\nStartLimitIntervalSec = 0\n",
+            &format!(
+                "ExecStart = [\"sh\", \"-c\", \"date +%s%N >> {}; exit 1\"]\nRestart = \"always\"\nRestartSec = 0.1\nRestartSteps = 3\nRestartMaxDelaySec = 0.8\nStartLimitIntervalSec = 0\n",
+                stamps.display()
+            ),
         )
         .start();
-    init.wait_count("crash: started", 5);
+    init.wait_count("crash: started", 6);
     let out = init.output();
     for want in [
         "restarting in 100ms (restart 1)",
@@ -136,8 +166,14 @@ fn restart_backoff_grows() {
     ] {
         assert!(out.contains(want), "missing {want:?}:\n{out}");
     }
-    let starts = init.wait_count("crash: started", 5);
-    assert!(starts[4] - starts[3] >= Duration::from_millis(800));
+    // Exec times as the service saw them (not when lines reached us).
+    let gaps = exec_gaps(&stamps);
+    for (gap, at_least) in gaps.iter().zip([100, 200, 400, 800]) {
+        assert!(
+            *gap >= Duration::from_millis(at_least),
+            "{gap:?} < {at_least} ms: {gaps:?}"
+        );
+    }
 }
 
 #[test]

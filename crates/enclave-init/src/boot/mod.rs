@@ -9,16 +9,15 @@
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Instant;
 
 use crate::host::console;
+use crate::host::load;
 use crate::model::config::{Cgroups, Config, Legacy, Level};
 use crate::model::spec::ServiceSpec;
 use crate::model::{Ending, Mode, Settings};
 use crate::parse::cli::Args;
 use crate::parse::legacy;
-use crate::runtime::Supervisor;
 use crate::sys;
 
 pub mod heartbeat;
@@ -401,13 +400,13 @@ fn read_config(
     args: &Args,
     has_rootfs: bool,
 ) -> (Config, Vec<crate::parse::diag::Diagnostic>, PathBuf) {
-    let final_path = crate::run::config_path(args);
+    let final_path = load::config_path(args);
     let before_switch = if has_rootfs {
         Path::new("/rootfs").join(final_path.strip_prefix("/").unwrap_or(&final_path))
     } else {
         final_path.clone()
     };
-    let (config, diags) = crate::run::load_config(&before_switch, args);
+    let (config, diags) = load::config_for(&before_switch, args);
     (config, diags, before_switch)
 }
 
@@ -453,11 +452,10 @@ fn network_and_names(config: &Config) {
     }
 }
 
-pub fn boot_and_supervise(
-    args: &Args,
-    mask: &nix::sys::signal::SigSet,
-    nofile: Option<(u64, u64)>,
-) -> ExitCode {
+/// The enclave boot (contract §4), steps 2 to 9: what the runtime needs
+/// to supervise, in boot mode. Every step logs its failure and the boot
+/// goes on. (Step 1, blocking signals, is `run::start`'s, before anything.)
+pub fn boot(args: &Args, nofile: Option<(u64, u64)>) -> Settings {
     let started = Instant::now();
     let root = Path::new("/");
     // Step 2: a console. devtmpfs may already be mounted when the kernel has
@@ -502,9 +500,9 @@ pub fn boot_and_supervise(
     // Step 3: the config, from the final root.
     let has_rootfs = Path::new("/rootfs").is_dir();
     let (config, diags, config_path) = guarded_step("config", || read_config(args, has_rootfs))
-        .unwrap_or_else(|| (Config::default(), Vec::new(), crate::run::config_path(args)));
+        .unwrap_or_else(|| (Config::default(), Vec::new(), load::config_path(args)));
     console::set_level(config.log.level);
-    crate::run::report(&diags);
+    load::report(&diags);
     if config_path.exists() {
         console::log(Level::Info, &format!("config {}", config_path.display()));
     } else {
@@ -581,7 +579,7 @@ pub fn boot_and_supervise(
         Level::Info,
         &format!("boot: done in {} ms", started.elapsed().as_millis()),
     );
-    let settings = Settings {
+    Settings {
         mode: Mode::Boot,
         config,
         base_env: legacy_input.env,
@@ -591,15 +589,7 @@ pub fn boot_and_supervise(
         proc_path: PathBuf::from("/proc"),
         cgroup_root,
         nofile,
-    };
-    let ending = match Supervisor::new(settings, mask) {
-        Ok(mut s) => s.run(),
-        Err(e) => {
-            console::log(Level::Error, &format!("cannot supervise: {e}"));
-            Ending::Poweroff
-        }
-    };
-    end(ending)
+    }
 }
 
 /// The end of an enclave: sync, then `reboot(RB_AUTOBOOT)`, whatever was

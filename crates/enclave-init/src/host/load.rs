@@ -4,9 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::host::console;
 use crate::model::config::Config;
 use crate::model::spec::{valid_name, ServiceSpec};
-use crate::parse::diag::Diagnostic;
+use crate::model::Level;
+use crate::parse::cli::Args;
+use crate::parse::diag::{Diagnostic, Severity};
 use crate::parse::{config as config_text, service};
 
 /// Reads the config file. A missing file is the defaults with no
@@ -162,6 +165,37 @@ fn read_file(path: &Path) -> Result<String, String> {
         return Err("binary file (contains NUL bytes), not a service file".into());
     }
     String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
+}
+
+/// The config file: `--config`, else `$ENCLAVE_INIT_CONFIG`, else the default.
+pub fn config_path(args: &Args) -> PathBuf {
+    args.config
+        .clone()
+        .or_else(|| std::env::var_os("ENCLAVE_INIT_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(crate::model::config::DEFAULT_PATH))
+}
+
+/// Reads the config and applies the command line's overrides.
+pub fn config_for(path: &Path, args: &Args) -> (Config, Vec<Diagnostic>) {
+    let (mut config, diags) = config(path);
+    if let Some(dir) = &args.service_dir {
+        config.services.dir = dir.clone();
+    }
+    if let Some(socket) = &args.control_socket {
+        config.control.socket = socket.clone();
+    }
+    (config, diags)
+}
+
+/// Logs each diagnostic at its level.
+pub fn report(diags: &[Diagnostic]) {
+    for d in diags {
+        let level = match d.severity {
+            Severity::Error => Level::Error,
+            Severity::Warning => Level::Warn,
+        };
+        console::log(level, &d.to_string());
+    }
 }
 
 #[cfg(test)]

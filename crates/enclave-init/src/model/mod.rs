@@ -13,6 +13,7 @@ use std::path::PathBuf;
 pub mod config;
 pub mod duration;
 pub mod spec;
+pub mod text;
 
 pub use config::{Config, Level};
 use spec::{signal_name, ServiceSpec};

@@ -39,7 +39,7 @@ pub fn parse_env(bytes: &[u8]) -> (Vec<(OsString, OsString)>, Vec<EnvLineError>)
         if line.is_empty() {
             continue;
         }
-        let shown = || crate::host::output::printable(line);
+        let shown = || crate::model::text::printable(line);
         match line.iter().position(|b| *b == b'=') {
             // No process can get it (exec takes C strings): say which line.
             _ if line.contains(&0) => errors.push(EnvLineError {

@@ -129,7 +129,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
             _ => {
                 return Err(format!(
                     "not a KEY=VALUE line: {:?}",
-                    crate::host::output::printable(line.as_bytes())
+                    crate::model::text::printable(line.as_bytes())
                 ))
             }
         }
