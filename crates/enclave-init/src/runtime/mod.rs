@@ -8,7 +8,7 @@
 //! place that waits for children (the one reaper).
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,17 +43,6 @@ mod sources;
 pub mod spawn;
 
 pub use processes::descendants;
-
-/// An output pipe of one spawned process. Known by a token that is never
-/// reused (see [`TOKEN_PIPE`]).
-struct Pipe {
-    fd: OwnedFd,
-    service: String,
-    pid: Pid,
-    /// `name[pid]: `, the start of its lines on the console.
-    prefix: Vec<u8>,
-    splitter: LineSplitter,
-}
 
 // epoll tokens. The loop's own fds have fixed ones; pipes and control
 // clients have their kind in the top 16 bits and a serial that is never
@@ -98,11 +87,7 @@ pub struct Supervisor {
     reaped: VecDeque<(Pid, Exit)>,
     /// Effects of the engine not yet carried out.
     effects: VecDeque<Effect>,
-    pipes: HashMap<u64, Pipe>,
-    next_pipe_serial: u64,
-    /// Scratch space of `read_pipe`, kept from read to read.
-    read_buf: Vec<u8>,
-    lines: Lines,
+    pipes: pipes::Pipes,
     notify: Option<NotifySocket>,
     control: Option<Control>,
     finished: Option<Ending>,
@@ -183,10 +168,7 @@ impl Supervisor {
             console_watched: false,
             reaped: VecDeque::new(),
             effects: VecDeque::new(),
-            pipes: HashMap::new(),
-            next_pipe_serial: 0,
-            read_buf: Vec::new(),
-            lines: Lines::default(),
+            pipes: pipes::Pipes::default(),
             notify: None,
             control: None,
             finished: None,

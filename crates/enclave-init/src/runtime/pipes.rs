@@ -1,23 +1,49 @@
-//! The services' output pipes: read with a budget per wakeup, split into
-//! lines, written to the console and kept in each service's ring.
+//! The services' output pipes: each owned here with its line splitter,
+//! read with a budget per wakeup, split into lines in one reused batch;
+//! the runtime writes each batch to the console and keeps it in the
+//! service's ring.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
 use super::*;
 
-impl Supervisor {
-    pub(super) fn watch_pipe(&mut self, fd: OwnedFd, name: &str, pid: Pid) {
-        self.next_pipe_serial += 1;
-        let token = TOKEN_PIPE | (self.next_pipe_serial & !TOKEN_KIND);
-        if let Err(e) = self
-            .epoll
-            .add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token))
-        {
+/// An output pipe of one spawned process.
+struct Pipe {
+    fd: OwnedFd,
+    service: String,
+    pid: Pid,
+    /// `name[pid]: `, the start of its lines on the console.
+    prefix: Vec<u8>,
+    splitter: LineSplitter,
+}
+
+/// Every output pipe, known by a token that is never reused (see
+/// [`TOKEN_PIPE`]), and the buffers a read needs, kept from read to read.
+#[derive(Default)]
+pub(super) struct Pipes {
+    open: HashMap<u64, Pipe>,
+    next_serial: u64,
+    buf: Vec<u8>,
+    /// The lines of the last read, in the console's form.
+    pub(super) lines: Lines,
+}
+
+impl Pipes {
+    /// Watches the read end of a new process's output.
+    pub(super) fn watch(&mut self, epoll: &Epoll, fd: OwnedFd, name: &str, pid: Pid) {
+        self.next_serial += 1;
+        let token = TOKEN_PIPE | (self.next_serial & !TOKEN_KIND);
+        if let Err(e) = epoll.add(fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token)) {
             console::log(
                 Level::Error,
                 &format!("{name}: cannot watch its output: {e}"),
             );
             return;
         }
-        self.pipes.insert(
+        self.open.insert(
             token,
             Pipe {
                 fd,
@@ -29,56 +55,73 @@ impl Supervisor {
         );
     }
 
-    pub(super) fn on_pipe(&mut self, token: u64) {
-        // Bounded work per wakeup keeps one chatty service from starving
-        // the others; epoll is level-triggered and calls again.
-        self.read_pipe(token, 4);
-    }
-
-    /// Reads at most `budget` chunks of one output pipe; closes it at EOF.
-    pub(super) fn read_pipe(&mut self, token: u64, budget: usize) {
+    /// Reads at most `budget` chunks of one pipe into [`Pipes::lines`]
+    /// (with `finish`, the partial line at its end too); closes it at EOF.
+    /// Whose lines they are, if the pipe is still open.
+    pub(super) fn read(
+        &mut self,
+        epoll: &Epoll,
+        token: u64,
+        budget: usize,
+        finish: bool,
+    ) -> Option<(String, Pid)> {
         const CHUNK: usize = 64 * 1024;
-        let Some(pipe) = self.pipes.get_mut(&token) else {
-            // Closed earlier in the same batch of events.
-            return;
-        };
+        // None: closed earlier in the same batch of events.
+        let pipe = self.open.get_mut(&token)?;
         crate::host::fault::point("pipe", &pipe.service);
-        let mut buf = std::mem::take(&mut self.read_buf);
-        buf.resize(CHUNK, 0);
-        let mut lines = std::mem::take(&mut self.lines);
-        lines.begin(&pipe.prefix);
+        self.buf.resize(CHUNK, 0);
+        self.lines.begin(&pipe.prefix);
         let mut closed = false;
         for _ in 0..budget {
-            match sys::read(pipe.fd.as_fd(), &mut buf) {
+            match sys::read(pipe.fd.as_fd(), &mut self.buf) {
                 Ok(0) => {
-                    pipe.splitter.finish(&mut lines);
                     closed = true;
                     break;
                 }
                 Ok(n) => pipe
                     .splitter
-                    .push(buf.get(..n).unwrap_or_default(), &mut lines),
+                    .push(self.buf.get(..n).unwrap_or_default(), &mut self.lines),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    pipe.splitter.finish(&mut lines);
                     closed = true;
                     break;
                 }
             }
         }
-        let (service, pid) = (pipe.service.clone(), pipe.pid);
-        self.record_lines(&service, pid, &lines);
-        self.read_buf = buf;
-        self.lines = lines;
+        if closed || finish {
+            pipe.splitter.finish(&mut self.lines);
+        }
+        let owner = (pipe.service.clone(), pipe.pid);
         if closed {
-            if let Some(pipe) = self.pipes.remove(&token) {
-                let _ = self.epoll.delete(pipe.fd.as_fd());
+            if let Some(pipe) = self.open.remove(&token) {
+                let _ = epoll.delete(pipe.fd.as_fd());
             }
+        }
+        Some(owner)
+    }
+
+    pub(super) fn tokens(&self) -> Vec<u64> {
+        self.open.keys().copied().collect()
+    }
+}
+
+impl Supervisor {
+    pub(super) fn on_pipe(&mut self, token: u64) {
+        // Bounded work per wakeup keeps one chatty service from starving
+        // the others; epoll is level-triggered and calls again.
+        self.read_pipe(token, 4, false);
+    }
+
+    fn read_pipe(&mut self, token: u64, budget: usize, finish: bool) {
+        if let Some((service, pid)) = self.pipes.read(&self.epoll, token, budget, finish) {
+            let lines = std::mem::take(&mut self.pipes.lines);
+            self.record_lines(&service, pid, &lines);
+            self.pipes.lines = lines;
         }
     }
 
-    pub(super) fn record_lines(&mut self, service: &str, pid: Pid, lines: &Lines) {
+    fn record_lines(&mut self, service: &str, pid: Pid, lines: &Lines) {
         if lines.is_empty() {
             return;
         }
@@ -107,16 +150,8 @@ impl Supervisor {
     /// a pipe enlarged with F_SETPIPE_SZ). Everything is read (up to what a
     /// surviving writer has not written yet), partial lines included.
     pub(super) fn drain_pipes(&mut self) {
-        let tokens: Vec<u64> = self.pipes.keys().copied().collect();
-        for token in tokens {
-            self.read_pipe(token, 1024);
-            if let Some(pipe) = self.pipes.get_mut(&token) {
-                let mut lines = Lines::default();
-                lines.begin(&pipe.prefix);
-                pipe.splitter.finish(&mut lines);
-                let (service, pid) = (pipe.service.clone(), pipe.pid);
-                self.record_lines(&service, pid, &lines);
-            }
+        for token in self.pipes.tokens() {
+            self.read_pipe(token, 1024, true);
         }
     }
 }

@@ -81,7 +81,7 @@ impl Supervisor {
         }
         self.has_children = true;
         if let Some(fd) = read {
-            self.watch_pipe(fd, name, pid);
+            self.pipes.watch(&self.epoll, fd, name, pid);
         }
         Ok(pid)
     }
