@@ -193,6 +193,17 @@ mod tests {
     }
 
     #[test]
+    fn zero_means_no_timeout_as_in_systemd() {
+        let (c, diags) = parse(
+            Path::new("/c.toml"),
+            "[shutdown]\ntimeout = 0\nfinal_timeout = \"0s\"\n",
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(c.shutdown.timeout, Duration::MAX);
+        assert_eq!(c.shutdown.final_timeout, Duration::MAX);
+    }
+
+    #[test]
     fn every_key_is_read() {
         let text = r#"
 [boot]

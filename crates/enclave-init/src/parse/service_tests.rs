@@ -288,3 +288,26 @@ fn signals_by_name_and_number() {
     assert_eq!(parse_signal("SIGWHAT"), None);
     assert_eq!(signal_name(libc::SIGKILL), "SIGKILL");
 }
+
+#[test]
+fn zero_and_infinity_mean_what_systemd_says() {
+    // TimeoutStartSec=, TimeoutStopSec=: 0 disables the timeout, as
+    // infinity does (systemd.service(5)); before, TimeoutStopSec=0 was
+    // "SIGKILL at once".
+    for value in ["0", "\"0s\"", "\"infinity\""] {
+        let s = parse_ok(&format!(
+            "ExecStart = \"a\"\nTimeoutStartSec = {value}\nTimeoutStopSec = {value}"
+        ));
+        assert_eq!(s.timeout_start, Duration::MAX, "{value}");
+        assert_eq!(s.timeout_stop, Some(Duration::MAX), "{value}");
+    }
+    // RestartSec=0: restart at once; StartLimitIntervalSec=0: no limit
+    // (both as in systemd; the lifecycle tests show what follows).
+    let s = parse_ok("ExecStart = \"a\"\nRestartSec = 0\nStartLimitIntervalSec = 0");
+    assert_eq!(s.restart_sec, Duration::ZERO);
+    assert_eq!(s.start_limit_interval, Duration::ZERO);
+    let s = parse_ok(
+        "ExecStart = \"a\"\nRestartSec = 1\nRestartMaxDelaySec = \"infinity\"\nRestartSteps = 2",
+    );
+    assert_eq!(s.restart_max_delay, Some(Duration::MAX));
+}
