@@ -465,6 +465,11 @@ fn item9_a_notify_flood_is_summarised_and_init_speaks_through_it() {
             "crash",
             "ExecStart = [\"sh\", \"-c\", \"sleep 0.2; exit 3\"]\nRestart = \"on-failure\"\nRestartSec = 0\nStartLimitBurst = 5\n",
         )
+        // The notify socket exists once a Type=notify service does.
+        .service(
+            "waiter",
+            "Type = \"notify\"\nExecStart = \"sleep 100000\"\nTimeoutStartSec = 0\n",
+        )
         .start();
     init.wait_socket();
     let notify = init.socket.with_extension("notify");

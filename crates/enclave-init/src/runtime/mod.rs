@@ -195,13 +195,21 @@ impl Supervisor {
                 supervisor.console_fd = None;
             }
         }
-        supervisor.open_sockets();
         Ok(supervisor)
     }
 
-    fn open_sockets(&mut self) {
-        let socket_path = self.settings.config.control.socket.clone();
-        let notify_path = notify_path_for(&socket_path);
+    /// The notify socket, created when the first `Type=notify` service
+    /// appears: a start (`-- CMD` above all) makes only what it needs.
+    fn ensure_notify_socket(&mut self, set: &ServiceSet) {
+        if self.notify.is_some()
+            || !set
+                .services
+                .iter()
+                .any(|s| s.service_type == ServiceType::Notify)
+        {
+            return;
+        }
+        let notify_path = notify_path_for(&self.settings.config.control.socket);
         match NotifySocket::bind(&notify_path) {
             Ok(sock) if self.watch(sock.fd(), TOKEN_NOTIFY, "notify socket") => {
                 self.notify = Some(sock)
@@ -215,6 +223,12 @@ impl Supervisor {
                 ),
             ),
         }
+    }
+
+    /// The control socket, created once the services have started: their
+    /// start does not wait for it.
+    fn open_control_socket(&mut self) {
+        let socket_path = self.settings.config.control.socket.clone();
         match Control::bind(&socket_path, TOKEN_CLIENT) {
             Ok(ctl) if self.watch(ctl.listener_fd(), TOKEN_CONTROL, "control socket") => {
                 self.control = Some(ctl)
@@ -251,6 +265,9 @@ impl Supervisor {
         if panics::guarded("loading the services", || self.load_initial()).is_none() {
             self.recovering = true;
         }
+        // After the first starts, which do not wait for it; whatever
+        // happened to them.
+        self.guard("opening the control socket", Self::open_control_socket);
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
             match panics::catch(|| self.turn(&mut events)) {
@@ -546,6 +563,7 @@ impl Supervisor {
             );
         }
         let empty = set.services.is_empty();
+        self.ensure_notify_socket(&set);
         self.feed(Input::Load(set));
         if empty {
             match self.settings.mode {
@@ -599,6 +617,7 @@ impl Supervisor {
         // A panic before the engine takes the files changes nothing; the
         // engine applies a reload whole, in its total `handle`.
         crate::host::fault::point("reload", "");
+        self.ensure_notify_socket(&set);
         let diff = self.feed(Input::Reload(set)).reloaded.unwrap_or_default();
         let report = ReloadReport {
             added: diff.added,
