@@ -292,7 +292,6 @@ fn debian_mirror() -> Option<String> {
     None
 }
 
-/// Builds the static, stripped binaries; returns (enclave-init, initctl).
 /// The static init built with its test-only fault points (profile
 /// `faults`: release with debug assertions), for VM tests of faults.
 pub fn static_fault_binary() -> Result<PathBuf, String> {
@@ -318,6 +317,7 @@ pub fn static_fault_binary() -> Result<PathBuf, String> {
         .join("enclave-init"))
 }
 
+/// Builds the static, stripped binaries; returns (enclave-init, initctl).
 pub fn static_binaries() -> Result<(PathBuf, PathBuf), String> {
     let root = workspace_root();
     run(
