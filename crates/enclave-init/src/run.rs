@@ -89,8 +89,8 @@ fn start() -> ExitCode {
         }
     };
     if boot {
-        let settings = crate::boot::boot(&args, nofile);
-        crate::boot::end(supervise(settings, &mask))
+        let (settings, report) = crate::boot::boot(&args, nofile);
+        crate::boot::end(supervise(settings, report, &mask))
     } else {
         no_boot(&args, &mask, nofile)
     }
@@ -115,9 +115,16 @@ fn answered(is_pid1: bool, status: u8) -> ExitCode {
 
 /// Boot mode's supervision, until the enclave must end. A runtime that
 /// cannot even start (no epoll, no signalfd) ends the enclave, saying why.
-fn supervise(settings: Settings, mask: &nix::sys::signal::SigSet) -> Ending {
+fn supervise(
+    settings: Settings,
+    report: crate::proto::BootReport,
+    mask: &nix::sys::signal::SigSet,
+) -> Ending {
     match Supervisor::new(settings, mask) {
-        Ok(mut s) => s.run(),
+        Ok(mut s) => {
+            s.set_boot_report(report);
+            s.run()
+        }
         Err(e) => {
             console::log(Level::Error, &format!("cannot supervise: {e}"));
             Ending::Poweroff
@@ -141,6 +148,13 @@ fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet, nofile: Option<(u64, u6
     } else {
         vec![ServiceSpec::command_main(args.command.clone())]
     };
+    // No gate: a container's or a host's pool is long initialized.
+    // (Debug builds: the tests' stand-in files.)
+    let entropy_gate = crate::host::fault::entropy_dir().map(|dir| crate::model::EntropyGate {
+        device: dir.join("random"),
+        rng_current: dir.join("rng_current"),
+        bound: config.boot.entropy,
+    });
     let settings = Settings {
         mode: Mode::NoBoot,
         config,
@@ -157,6 +171,7 @@ fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet, nofile: Option<(u64, u6
         proc_path: PathBuf::from("/proc"),
         cgroup_root: crate::host::fault::cgroup_root(),
         nofile,
+        entropy_gate,
     };
     let mut supervisor = match Supervisor::new(settings, mask) {
         Ok(s) => s,

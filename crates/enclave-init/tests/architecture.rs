@@ -12,7 +12,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("parse", &["model"]),
     ("engine", &["model"]),
     ("host", &["model", "parse", "sys"]),
-    ("boot", &["model", "parse", "host", "sys"]),
+    ("boot", &["model", "parse", "host", "sys", "proto"]),
     (
         "runtime",
         &["model", "parse", "engine", "host", "sys", "proto"],

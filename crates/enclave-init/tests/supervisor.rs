@@ -568,3 +568,19 @@ while True:
         "{seen} seen + {dropped} dropped: lines lost at shutdown"
     );
 }
+
+/// With nothing running, a shutdown has nothing to wait for: it ends at
+/// once. (It used to wait for a SIGCHLD that never comes, then SIGKILL
+/// nothing and claim that processes survived it, 15 s later.)
+#[test]
+fn a_shutdown_with_nothing_running_ends_at_once_and_claims_no_survivors() {
+    let dir = common::TempDir::new("empty-dir");
+    let mut init = Builder::new("shutdown-empty")
+        .config(&format!("[services]\ndir = \"{}\"\n", dir.path().display()))
+        .start();
+    init.wait_for("no services to supervise");
+    init.signal(libc::SIGTERM);
+    assert_eq!(init.wait_exit().code(), Some(0), "{}", init.output());
+    assert_eq!(init.count("still running"), 0, "{}", init.output());
+    assert_eq!(init.count("survive SIGKILL"), 0, "{}", init.output());
+}

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use initctl_proto::{self as proto, Command, LastExit, LogEntry, Request, Response, ServiceInfo};
+use initctl_proto::{
+    self as proto, BootReport, Command, LastExit, LogEntry, Request, Response, ServiceInfo,
+};
 
 const DEFAULT_SOCKET: &str = "/run/enclave-init.sock";
 
@@ -61,6 +63,12 @@ enum Cmd {
     },
     /// Re-read the service files.
     Reload,
+    /// How init came up: the NSM's module and PCRs, the entropy gate, the
+    /// heartbeat, the boot's duration.
+    Boot {
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop everything and power off (in --no-boot mode: init exits 0).
     Poweroff,
     /// Stop everything and reboot (in --no-boot mode: init exits 0).
@@ -142,6 +150,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             false,
         ),
         Cmd::Reload => (Command::Reload, false),
+        Cmd::Boot { json } => (Command::Boot, json),
         Cmd::Poweroff => (Command::Poweroff, false),
         Cmd::Reboot => (Command::Reboot, false),
     };
@@ -225,6 +234,14 @@ fn print_response(out: &mut impl Write, response: Response, json: bool) {
                 serde_json::to_string_pretty(&service).unwrap_or_default()
             );
         }
+        Response::Boot { report } if json => {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+        }
+        Response::Boot { report } => print_boot(out, &report),
         Response::List { services } => {
             let width = services
                 .iter()
@@ -282,6 +299,38 @@ fn print_response(out: &mut impl Write, response: Response, json: bool) {
             let _ = writeln!(out, "{}", format_log(&line));
         }
     }
+}
+
+fn print_boot(out: &mut impl Write, r: &BootReport) {
+    let _ = writeln!(out, "enclave-init {} ({})", r.version, r.mode);
+    if let Some(ms) = r.boot_ms {
+        let _ = writeln!(out, "      Boot: {ms} ms");
+    }
+    if let Some(hb) = &r.heartbeat {
+        let _ = writeln!(out, " Heartbeat: {hb}");
+    }
+    match (&r.nsm, &r.nsm_error) {
+        (Some(nsm), _) => {
+            let _ = writeln!(out, "       NSM: {} (NSM {})", nsm.module_id, nsm.version);
+            let _ = writeln!(out, "    Digest: {}", nsm.digest);
+            for pcr in &nsm.pcrs {
+                let lock = if pcr.locked { "" } else { " (not locked)" };
+                let _ = writeln!(out, "      PCR{}: {}{lock}", pcr.index, pcr.value);
+            }
+        }
+        (None, Some(e)) => {
+            let _ = writeln!(out, "       NSM: none: {e}");
+        }
+        (None, None) => {}
+    }
+    let mut entropy = r.entropy.state.clone();
+    if let Some(rng) = &r.entropy.rng {
+        entropy.push_str(&format!(", hwrng {rng}"));
+    }
+    if let Some(ms) = r.entropy.waited_ms {
+        entropy.push_str(&format!(", services waited {ms} ms"));
+    }
+    let _ = writeln!(out, "   Entropy: {entropy}");
 }
 
 fn print_status(out: &mut impl Write, s: &ServiceInfo, now: f64) {

@@ -48,6 +48,8 @@ pub enum Command {
     Reload,
     Poweroff,
     Reboot,
+    /// The boot report: how init came up (NSM, entropy, heartbeat).
+    Boot,
 }
 
 impl Command {
@@ -63,13 +65,14 @@ impl Command {
             Command::Reload => "reload",
             Command::Poweroff => "poweroff",
             Command::Reboot => "reboot",
+            Command::Boot => "boot",
         }
     }
 
     /// Commands that change something: only for root or init's own user.
     pub fn changes_state(&self) -> bool {
         match self {
-            Command::List | Command::Status { .. } | Command::Logs { .. } => false,
+            Command::List | Command::Status { .. } | Command::Logs { .. } | Command::Boot => false,
             Command::Start { .. }
             | Command::Stop { .. }
             | Command::Restart { .. }
@@ -131,6 +134,61 @@ pub struct ReloadReport {
     pub errors: Vec<String>,
 }
 
+/// How init came up: the answer to `boot`. In `--no-boot` mode only
+/// `version`, `mode` and `entropy` (not gated) say anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootReport {
+    /// enclave-init's version.
+    pub version: String,
+    /// `boot` (PID 1 of an enclave) or `no-boot`.
+    pub mode: String,
+    /// Milliseconds from init's start to the end of the boot steps.
+    pub boot_ms: Option<u64>,
+    /// The heartbeat's outcome (`answered by 3:9000 (attempt 1)`, or the
+    /// error), absent when disabled or in `--no-boot` mode.
+    pub heartbeat: Option<String>,
+    /// The Nitro Secure Module as init read it at boot.
+    pub nsm: Option<Nsm>,
+    /// Why the NSM could not be read (no `/dev/nsm`: not an enclave).
+    pub nsm_error: Option<String>,
+    pub entropy: Entropy,
+}
+
+/// The NSM's description and its first PCRs, read over `/dev/nsm`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nsm {
+    pub module_id: String,
+    /// `SHA384`, as the NSM names it.
+    pub digest: String,
+    /// `major.minor.patch` of the NSM.
+    pub version: String,
+    /// PCR0, PCR1, PCR2 (the image, the kernel and boot ramdisk, the
+    /// application), as `nitro-cli describe-eif` prints them.
+    pub pcrs: Vec<Pcr>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pcr {
+    pub index: u16,
+    /// Lowercase hex.
+    pub value: String,
+    pub locked: bool,
+}
+
+/// The entropy gate: services start once the kernel's random pool is
+/// initialized, or after `boot.entropy` with an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entropy {
+    /// `not-gated` (`--no-boot`, or `boot.entropy = 0`), `waiting`,
+    /// `ready`, or `timed-out`.
+    pub state: String,
+    /// The kernel's hardware RNG (`rng_current`, e.g. `nsm-hwrng`), or
+    /// `none`.
+    pub rng: Option<String>,
+    /// How long the services waited for it, in milliseconds.
+    pub waited_ms: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum Response {
@@ -154,6 +212,9 @@ pub enum Response {
     End,
     Reload {
         report: ReloadReport,
+    },
+    Boot {
+        report: BootReport,
     },
 }
 
@@ -205,6 +266,7 @@ mod tests {
             Command::Reload,
             Command::Poweroff,
             Command::Reboot,
+            Command::Boot,
         ];
         for command in cases {
             let request = Request {

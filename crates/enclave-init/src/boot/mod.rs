@@ -15,12 +15,14 @@ use crate::host::console;
 use crate::host::load;
 use crate::model::config::{Cgroups, Config, Legacy, Level};
 use crate::model::spec::ServiceSpec;
-use crate::model::{Ending, Mode, Settings};
+use crate::model::{Ending, EntropyGate, Mode, Settings};
 use crate::parse::cli::Args;
 use crate::parse::legacy;
+use crate::proto::BootReport;
 use crate::sys;
 
 pub mod heartbeat;
+pub mod nsm;
 
 const NODEV: libc::c_ulong = libc::MS_NODEV;
 const NOSUID: libc::c_ulong = libc::MS_NOSUID;
@@ -453,10 +455,16 @@ fn network_and_names(config: &Config) {
 }
 
 /// The enclave boot (contract §4), steps 2 to 9: what the runtime needs
-/// to supervise, in boot mode. Every step logs its failure and the boot
-/// goes on. (Step 1, blocking signals, is `run::start`'s, before anything.)
-pub fn boot(args: &Args, nofile: Option<(u64, u64)>) -> Settings {
+/// to supervise, in boot mode, and what the boot found (for `initctl
+/// boot`). Every step logs its failure and the boot goes on. (Step 1,
+/// blocking signals, is `run::start`'s, before anything.)
+pub fn boot(args: &Args, nofile: Option<(u64, u64)>) -> (Settings, BootReport) {
     let started = Instant::now();
+    let mut report = BootReport {
+        version: env!("CARGO_PKG_VERSION").into(),
+        mode: "boot".into(),
+        ..BootReport::default()
+    };
     let root = Path::new("/");
     // Step 2: a console. devtmpfs may already be mounted when the kernel has
     // CONFIG_DEVTMPFS_MOUNT set: EBUSY is fine.
@@ -518,23 +526,37 @@ pub fn boot(args: &Args, nofile: Option<(u64, u64)>) -> Settings {
             load_module(root, module)
         });
     }
+    // The NSM, which nsm.ko just made appear: its PCRs are the image's.
+    match guarded_step("nsm", || nsm::describe(Path::new(nsm::DEVICE))) {
+        Some(Ok(found)) => {
+            console::log(Level::Info, &nsm::line(&found));
+            report.nsm = Some(found);
+        }
+        Some(Err(e)) => {
+            console::log(
+                Level::Warn,
+                &format!("nsm: {e} (no Nitro Secure Module: not a Nitro enclave?)"),
+            );
+            report.nsm_error = Some(e);
+        }
+        None => report.nsm_error = Some("a panic while reading it (see the log)".into()),
+    }
     console::flush();
     // Step 5: tell the parent we are up; nothing of the services before.
     if config.heartbeat.enabled {
         let hb = &config.heartbeat;
-        guarded_step("heartbeat", || {
+        report.heartbeat = guarded_step("heartbeat", || {
             match crate::boot::heartbeat::send(hb.cid, hb.port, hb.timeout) {
-                Ok(attempts) => console::log(
-                    Level::Info,
-                    &format!(
-                        "heartbeat: answered by {}:{} (attempt {attempts})",
-                        hb.cid, hb.port
-                    ),
-                ),
-                Err(e) => console::log(
-                    Level::Error,
-                    &format!("heartbeat to {}:{}: {e}; booting on", hb.cid, hb.port),
-                ),
+                Ok(attempts) => {
+                    let text = format!("answered by {}:{} (attempt {attempts})", hb.cid, hb.port);
+                    console::log(Level::Info, &format!("heartbeat: {text}"));
+                    text
+                }
+                Err(e) => {
+                    let text = format!("to {}:{}: {e}", hb.cid, hb.port);
+                    console::log(Level::Error, &format!("heartbeat {text}; booting on"));
+                    text
+                }
             }
         });
     }
@@ -575,11 +597,11 @@ pub fn boot(args: &Args, nofile: Option<(u64, u64)>) -> Settings {
         has_service_files(&config.services.dir),
         legacy_input.cmd,
     );
-    console::log(
-        Level::Info,
-        &format!("boot: done in {} ms", started.elapsed().as_millis()),
-    );
-    Settings {
+    let boot_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    console::log(Level::Info, &format!("boot: done in {boot_ms} ms"));
+    report.boot_ms = Some(boot_ms);
+    let entropy_gate = Some(EntropyGate::kernel(config.boot.entropy));
+    let settings = Settings {
         mode: Mode::Boot,
         config,
         base_env: legacy_input.env,
@@ -589,7 +611,9 @@ pub fn boot(args: &Args, nofile: Option<(u64, u64)>) -> Settings {
         proc_path: PathBuf::from("/proc"),
         cgroup_root,
         nofile,
-    }
+        entropy_gate,
+    };
+    (settings, report)
 }
 
 /// The end of an enclave: sync, then `reboot(RB_AUTOBOOT)`, whatever was

@@ -15,6 +15,11 @@
 //!
 //! `ENCLAVE_INIT_TEST_CGROUP_ROOT=DIR` tracks services in cgroups under
 //! DIR in `--no-boot` mode, so that the tests can use a fake hierarchy.
+//!
+//! `ENCLAVE_INIT_TEST_ENTROPY=DIR` puts the entropy gate of boot mode in
+//! front of `--no-boot`'s services, with `DIR/random` (a FIFO: readable
+//! once the test writes to it) for `/dev/random` and `DIR/rng_current`
+//! for the kernel's.
 
 #[cfg(debug_assertions)]
 mod armed {
@@ -54,10 +59,14 @@ mod armed {
     pub fn cgroup_root() -> Option<std::path::PathBuf> {
         std::env::var_os("ENCLAVE_INIT_TEST_CGROUP_ROOT").map(std::path::PathBuf::from)
     }
+
+    pub fn entropy_dir() -> Option<std::path::PathBuf> {
+        std::env::var_os("ENCLAVE_INIT_TEST_ENTROPY").map(std::path::PathBuf::from)
+    }
 }
 
 #[cfg(debug_assertions)]
-pub use armed::{cgroup_root, point};
+pub use armed::{cgroup_root, entropy_dir, point};
 
 /// Release builds: no fault points.
 #[cfg(not(debug_assertions))]
@@ -70,5 +79,15 @@ pub fn cgroup_root() -> Option<std::path::PathBuf> {
     None
 }
 
+/// Release builds: no stand-in entropy gate.
+#[cfg(not(debug_assertions))]
+pub fn entropy_dir() -> Option<std::path::PathBuf> {
+    None
+}
+
 /// The variables of this module: never passed on to services.
-pub const VARIABLES: &[&str] = &["ENCLAVE_INIT_FAULTS", "ENCLAVE_INIT_TEST_CGROUP_ROOT"];
+pub const VARIABLES: &[&str] = &[
+    "ENCLAVE_INIT_FAULTS",
+    "ENCLAVE_INIT_TEST_CGROUP_ROOT",
+    "ENCLAVE_INIT_TEST_ENTROPY",
+];

@@ -47,6 +47,10 @@ pub struct Boot {
     pub cgroups: Cgroups,
     pub loopback: bool,
     pub hostname: String,
+    /// How long services wait for the kernel's random pool (the entropy
+    /// gate) before they start anyway, with an error (`0` or `infinity`:
+    /// no bound).
+    pub entropy: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +106,7 @@ impl Default for Config {
                 cgroups: Cgroups::V1,
                 loopback: true,
                 hostname: String::new(),
+                entropy: Duration::from_secs(30),
             },
             heartbeat: Heartbeat {
                 enabled: true,

@@ -9,6 +9,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub mod config;
 pub mod duration;
@@ -93,4 +94,28 @@ pub struct Settings {
     /// The `RLIMIT_NOFILE` init was given (soft, hard), which services
     /// keep unless `LimitNOFILE` says otherwise; init raised its own.
     pub nofile: Option<(u64, u64)>,
+    /// Boot mode: services wait for the kernel's random pool.
+    pub entropy_gate: Option<EntropyGate>,
+}
+
+/// The entropy gate: services start once `device` (the kernel's
+/// `/dev/random`, readable once the random pool is initialized) is
+/// readable, or after `bound` (`Duration::MAX`: none) with an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntropyGate {
+    pub device: PathBuf,
+    /// The kernel's `rng_current` (its hardware RNG), named in the log.
+    pub rng_current: PathBuf,
+    pub bound: Duration,
+}
+
+impl EntropyGate {
+    /// The kernel's own files.
+    pub fn kernel(bound: Duration) -> Self {
+        Self {
+            device: PathBuf::from("/dev/random"),
+            rng_current: PathBuf::from("/sys/class/misc/hw_random/rng_current"),
+            bound,
+        }
+    }
 }

@@ -110,6 +110,9 @@ fn apply(config: &mut Config, section: &str, entry: &KeyValue) -> Result<bool, S
             }
             config.boot.hostname = name.to_string();
         }
+        ("boot", "entropy") => {
+            config.boot.entropy = crate::parse::service::zero_is_infinity(toml_keys::duration(v)?)
+        }
         ("heartbeat", "enabled") => config.heartbeat.enabled = toml_keys::boolean(v)?,
         ("heartbeat", "cid") => config.heartbeat.cid = toml_keys::unsigned(v, i64::from(u32::MAX))?,
         ("heartbeat", "port") => {
@@ -196,9 +199,10 @@ mod tests {
     fn zero_means_no_timeout_as_in_systemd() {
         let (c, diags) = parse(
             Path::new("/c.toml"),
-            "[shutdown]\ntimeout = 0\nfinal_timeout = \"0s\"\n",
+            "[boot]\nentropy = 0\n[shutdown]\ntimeout = 0\nfinal_timeout = \"0s\"\n",
         );
         assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(c.boot.entropy, Duration::MAX);
         assert_eq!(c.shutdown.timeout, Duration::MAX);
         assert_eq!(c.shutdown.final_timeout, Duration::MAX);
     }
@@ -211,6 +215,7 @@ modules = ["/a.ko", "/b.ko.xz"]
 cgroups = "v2"
 loopback = false
 hostname = "enclave"
+entropy = "2min"
 
 [heartbeat]
 enabled = false
@@ -241,6 +246,7 @@ buffer = "16KiB"
         assert_eq!(c.boot.cgroups, Cgroups::V2);
         assert!(!c.boot.loopback);
         assert_eq!(c.boot.hostname, "enclave");
+        assert_eq!(c.boot.entropy, Duration::from_secs(120));
         assert!(!c.heartbeat.enabled);
         assert_eq!((c.heartbeat.cid, c.heartbeat.port), (2, 9001));
         assert_eq!(c.heartbeat.timeout, Duration::from_secs(90));

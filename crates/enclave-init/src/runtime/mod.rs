@@ -30,12 +30,13 @@ use crate::model::spec::{self, ServiceType};
 use crate::model::Level;
 pub use crate::model::{Ending, Mode};
 use crate::model::{Exit, Pid, Settings};
-use crate::proto::{ReloadReport, Response};
+use crate::proto::{BootReport, ReloadReport, Response};
 use crate::sys;
 use control::{Control, Step, Task, Token, View};
 use notify::NotifySocket;
 
 pub mod control;
+mod entropy;
 pub mod notify;
 mod pipes;
 mod processes;
@@ -54,6 +55,7 @@ const TOKEN_TIMER: u64 = 2;
 const TOKEN_CONSOLE: u64 = 3;
 const TOKEN_NOTIFY: u64 = 4;
 const TOKEN_CONTROL: u64 = 5;
+const TOKEN_ENTROPY: u64 = 6;
 const TOKEN_KIND: u64 = 0xffff << 48;
 const TOKEN_PIPE: u64 = 1 << 48;
 const TOKEN_CLIENT: u64 = 2 << 48;
@@ -92,6 +94,9 @@ pub struct Supervisor {
     control: Option<Control>,
     finished: Option<Ending>,
     has_children: bool,
+    /// Reap before the next wait: the engine waits for the last child,
+    /// which may be gone already.
+    check_children: bool,
     is_pid1: bool,
     /// A handler panicked: re-derive what can be from the world before
     /// going on (see [`Supervisor::recover`]).
@@ -107,6 +112,10 @@ pub struct Supervisor {
     foreign_notify: RateLimit,
     /// Warnings about notify messages that are not sd_notify's format.
     garbage_notify: RateLimit,
+    /// The entropy gate, while it holds the services back.
+    entropy: Option<entropy::Waiting>,
+    /// How init came up, for `initctl boot`.
+    boot_report: BootReport,
 }
 
 /// Builds the error of a failed setup step: `epoll_create: ...`.
@@ -151,6 +160,7 @@ impl Supervisor {
                 );
             }
         }
+        let settings_mode = settings.mode;
         let engine = Engine::new(crate::engine::orchestrator::Settings {
             mode: settings.mode,
             stop_timeout: settings.config.shutdown.timeout,
@@ -173,6 +183,7 @@ impl Supervisor {
             control: None,
             finished: None,
             has_children: true,
+            check_children: false,
             is_pid1,
             recovering: false,
             recoveries_in_a_row: 0,
@@ -180,6 +191,16 @@ impl Supervisor {
             in_engine: false,
             foreign_notify: RateLimit::new(NOTIFY_WARNINGS.0, NOTIFY_WARNINGS.1),
             garbage_notify: RateLimit::new(NOTIFY_WARNINGS.0, NOTIFY_WARNINGS.1),
+            entropy: None,
+            boot_report: BootReport {
+                version: env!("CARGO_PKG_VERSION").into(),
+                mode: match settings_mode {
+                    Mode::Boot => "boot",
+                    Mode::NoBoot => "no-boot",
+                }
+                .into(),
+                ..BootReport::default()
+            },
         };
         if let Some(fd) = supervisor.console_fd {
             // EPERM for regular files: those never block, no need to watch.
@@ -196,6 +217,13 @@ impl Supervisor {
             }
         }
         Ok(supervisor)
+    }
+
+    /// What the boot found (NSM, heartbeat, its duration), for `initctl
+    /// boot`; the entropy gate's part is the runtime's own.
+    pub fn set_boot_report(&mut self, report: BootReport) {
+        let entropy = std::mem::take(&mut self.boot_report.entropy);
+        self.boot_report = BootReport { entropy, ..report };
     }
 
     /// The notify socket, created when the first `Type=notify` service
@@ -262,11 +290,15 @@ impl Supervisor {
     /// anywhere in here is caught: the loop re-derives what it can from
     /// the world and goes on.
     pub fn run(&mut self) -> Ending {
-        if panics::guarded("loading the services", || self.load_initial()).is_none() {
+        let wait = panics::guarded("the entropy gate", || self.begin_entropy_gate());
+        if wait != Some(true)
+            && panics::guarded("loading the services", || self.load_initial()).is_none()
+        {
             self.recovering = true;
         }
         // After the first starts, which do not wait for it; whatever
-        // happened to them.
+        // happened to them. (While the entropy gate holds them back, at
+        // once: `initctl boot` says what they wait for.)
         self.guard("opening the control socket", Self::open_control_socket);
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
@@ -290,6 +322,9 @@ impl Supervisor {
             self.recover();
         } else {
             self.recoveries_in_a_row = 0;
+        }
+        if std::mem::take(&mut self.check_children) {
+            self.guard("reaping", Self::reap);
         }
         if let Some(ending) = self.finished.take() {
             return Some(ending);
@@ -378,6 +413,7 @@ impl Supervisor {
             TOKEN_CONSOLE => self.on_console(flags),
             TOKEN_NOTIFY => self.on_notify(),
             TOKEN_CONTROL => self.on_control_accept(),
+            TOKEN_ENTROPY => self.on_entropy(),
             t if t & TOKEN_KIND == TOKEN_CLIENT => self.on_control_client(t, flags),
             t if t & TOKEN_KIND == TOKEN_PIPE => self.on_pipe(t),
             other => console::log(Level::Warn, &format!("event for unknown token {other}")),
@@ -428,7 +464,12 @@ impl Supervisor {
                     group,
                     signal,
                 } => self.signal_service(&service, pid, group, signal),
-                Effect::SignalRemaining(signal) => self.signal_remaining(signal),
+                Effect::SignalRemaining(signal) => {
+                    self.signal_remaining(signal);
+                    // With nothing left to signal no SIGCHLD will come:
+                    // the next turn asks the kernel before waiting.
+                    self.check_children = true;
+                }
                 Effect::Log(level, message) => console::log(level, &message),
                 Effect::Noise(noise) => self.noise(noise),
                 Effect::Answer(answer) => fed.answers.push(answer),
@@ -492,6 +533,7 @@ impl Supervisor {
         View {
             engine: &self.engine,
             logs: &self.logs,
+            boot: &self.boot_report,
         }
     }
 

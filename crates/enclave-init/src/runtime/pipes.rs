@@ -140,6 +140,7 @@ impl Supervisor {
             let view = View {
                 engine: &self.engine,
                 logs: &self.logs,
+                boot: &self.boot_report,
             };
             ctl.pump(Some(service), &view, &self.epoll);
         }

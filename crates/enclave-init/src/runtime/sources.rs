@@ -65,6 +65,7 @@ impl Supervisor {
         self.timer_armed = None;
         crate::host::fault::point("timer", "");
         let now = Instant::now();
+        self.entropy_deadline_passed(now);
         self.feed(Input::Tick);
         self.with_control(|ctl, sup| ctl.on_deadline(now, &sup.epoll, TOKEN_CONTROL));
         for (limit, what) in [
@@ -91,11 +92,13 @@ impl Supervisor {
         let warnings = [&self.foreign_notify, &self.garbage_notify]
             .into_iter()
             .filter_map(RateLimit::deadline);
+        let entropy = self.entropy.as_ref().and_then(entropy::Waiting::deadline);
         self.engine
             .next_deadline()
             .into_iter()
             .chain(control)
             .chain(warnings)
+            .chain(entropy)
             .min()
     }
 

@@ -399,6 +399,46 @@ pub fn interface_up(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `NSM_IOCTL_RAW` of the kernel's `linux/nsm.h`: `_IOWR(0x0A, 0, struct
+/// nsm_raw)`, where `nsm_raw` is two `{u64 addr, u64 len}` vectors.
+pub const NSM_IOCTL_RAW: libc::c_ulong = (3 << 30) | (32 << 16) | (0x0A << 8);
+
+#[repr(C)]
+struct NsmIovec {
+    addr: u64,
+    len: u64,
+}
+
+#[repr(C)]
+struct NsmRaw {
+    request: NsmIovec,
+    response: NsmIovec,
+}
+
+/// One request to the Nitro Secure Module (`/dev/nsm`): the CBOR bytes of
+/// `request` in, the CBOR bytes of the answer written into `response`;
+/// returns how many. The errno is kept (AWS's driver crate turns every
+/// failure into `InternalError`).
+pub fn nsm_request(fd: BorrowedFd<'_>, request: &[u8], response: &mut [u8]) -> io::Result<usize> {
+    let mut raw = NsmRaw {
+        request: NsmIovec {
+            addr: request.as_ptr() as u64,
+            len: request.len() as u64,
+        },
+        response: NsmIovec {
+            addr: response.as_mut_ptr() as u64,
+            len: response.len() as u64,
+        },
+    };
+    // SAFETY: raw describes two live buffers of the lengths given; the
+    // driver reads the first and writes at most `len` bytes of the second,
+    // then stores the length it wrote in `raw.response.len`.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), NSM_IOCTL_RAW as _, &mut raw) })?;
+    Ok(usize::try_from(raw.response.len)
+        .unwrap_or(usize::MAX)
+        .min(response.len()))
+}
+
 pub fn sethostname(name: &str) -> io::Result<()> {
     nix::unistd::sethostname(name).map_err(io::Error::from)
 }
@@ -418,6 +458,20 @@ mod tests {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     use std::os::fd::AsFd;
+
+    #[test]
+    fn nsm_ioctl_number_is_the_kernels() {
+        // _IOWR(NSM_MAGIC, 0, struct nsm_raw) in linux/nsm.h.
+        assert_eq!(NSM_IOCTL_RAW, 0xC020_0A00);
+        assert_eq!(std::mem::size_of::<NsmRaw>(), 32);
+    }
+
+    #[test]
+    fn nsm_request_on_something_else_keeps_the_errno() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let err = nsm_request(file.as_fd(), b"x", &mut [0u8; 16]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTTY));
+    }
 
     #[test]
     fn signals_are_read_in_one_batch_with_their_sender() {

@@ -35,7 +35,7 @@ use crate::model::config::Level;
 use crate::model::spec::ServiceType;
 use crate::model::Exit;
 pub use crate::proto::ReloadReport;
-use crate::proto::{self, Command, LastExit, LogEntry, Request, Response, ServiceInfo};
+use crate::proto::{self, BootReport, Command, LastExit, LogEntry, Request, Response, ServiceInfo};
 use crate::sys;
 
 /// Connections at once; more are refused at accept.

@@ -50,6 +50,7 @@ pub(super) fn verb(command: &Command) -> &'static str {
         Command::Reload => "reload",
         Command::Poweroff => "power off",
         Command::Reboot => "reboot",
+        Command::Boot => "boot",
     }
 }
 
@@ -118,6 +119,7 @@ pub fn info(svc: &Unit, logs: Option<&LogRing>, recent: usize) -> ServiceInfo {
 pub struct View<'a> {
     pub engine: &'a Engine,
     pub logs: &'a HashMap<String, LogRing>,
+    pub boot: &'a BootReport,
 }
 
 impl View<'_> {
@@ -222,6 +224,9 @@ pub fn execute(
         Command::Reload => Step::Do(Task::Reload),
         Command::Poweroff => Step::Do(Task::Shutdown { reboot: false }),
         Command::Reboot => Step::Do(Task::Shutdown { reboot: true }),
+        Command::Boot => reply(Response::Boot {
+            report: view.boot.clone(),
+        }),
     }
 }
 
