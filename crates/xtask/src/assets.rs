@@ -1,7 +1,9 @@
 //! What the VM harness needs, installed idempotently: QEMU, busybox,
 //! cpio and xz from Debian; vhost-device-vsock from crates.io; the musl
-//! target; and a Debian 6.12 cloud kernel (bookworm-backports) with its
-//! real `nsm.ko` and the vsock modules, unpacked under `target/vm-assets`.
+//! target; for the PC machine a Debian 6.12 cloud kernel
+//! (bookworm-backports) with its real `nsm.ko` and the vsock modules,
+//! unpacked under `target/vm-assets`; for the nitro-enclave machine what
+//! `nitro.rs` builds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,7 +40,10 @@ pub struct Assets {
     pub vsock_modules: Vec<PathBuf>,
     pub busybox: PathBuf,
     pub vhost: PathBuf,
+    /// Debian's QEMU, for the PC machine.
     pub qemu: PathBuf,
+    /// The nitro-enclave machine's QEMU, kernel and EIF tool.
+    pub nitro: crate::nitro::NitroAssets,
 }
 
 fn say(message: &str) {
@@ -74,24 +79,28 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Everything present already, without installing anything.
-pub fn find() -> Result<Assets, String> {
+/// The PC machine's kernel, nsm.ko and vsock modules.
+fn pc_kernel() -> Result<(PathBuf, PathBuf, Vec<PathBuf>), String> {
     let dir = assets_dir();
-    let missing = |what: &str| {
-        format!("{what} is missing: run `cargo xtask setup` (it installs the VM harness's needs)")
-    };
     let kernel = dir.join("vmlinuz");
     let nsm = dir.join("nsm.ko");
-    if !kernel.is_file() || !nsm.is_file() {
-        return Err(missing("the guest kernel"));
-    }
     let vsock_modules: Vec<PathBuf> = VSOCK_MODULES
         .iter()
         .map(|m| dir.join(format!("{m}.ko.xz")))
         .collect();
-    if vsock_modules.iter().any(|m| !m.is_file()) {
-        return Err(missing("the guest's vsock modules"));
+    if !kernel.is_file() || !nsm.is_file() || vsock_modules.iter().any(|m| !m.is_file()) {
+        return Err(missing("the PC machine's guest kernel and its modules"));
     }
+    Ok((kernel, nsm, vsock_modules))
+}
+
+fn missing(what: &str) -> String {
+    format!("{what} is missing: run `cargo xtask setup` (it installs the VM harness's needs)")
+}
+
+/// Everything present already, without installing anything.
+pub fn find() -> Result<Assets, String> {
+    let (kernel, nsm, vsock_modules) = pc_kernel()?;
     let busybox = PathBuf::from("/bin/busybox");
     if !busybox.is_file() {
         return Err(missing("busybox (busybox-static)"));
@@ -105,20 +114,103 @@ pub fn find() -> Result<Assets, String> {
         busybox,
         vhost,
         qemu,
+        nitro: crate::nitro::find()?,
     })
 }
 
-/// Installs whatever is missing, then returns the assets.
-pub fn setup() -> Result<Assets, String> {
-    let mut apt_updated = false;
-    let apt_update = |apt_updated: &mut bool| -> Result<(), String> {
-        if !*apt_updated {
+/// apt, run at most one `update` per setup, and only for what is missing.
+#[derive(Default)]
+pub struct Apt {
+    updated: bool,
+}
+
+const BACKPORTS_LIST: &str = "/etc/apt/sources.list.d/enclave-init-bookworm-backports.sources";
+const BACKPORTS_SRC_LIST: &str =
+    "/etc/apt/sources.list.d/enclave-init-bookworm-backports-src.sources";
+
+impl Apt {
+    pub fn update(&mut self) -> Result<(), String> {
+        if !self.updated {
             say("apt-get update");
             run(Command::new("apt-get").args(["update", "-q"]))?;
-            *apt_updated = true;
+            self.updated = true;
         }
         Ok(())
-    };
+    }
+
+    fn installed(package: &str) -> bool {
+        output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+            .is_ok_and(|s| s.trim() == "install ok installed")
+    }
+
+    /// Installs the packages that are not installed yet.
+    pub fn install(&mut self, packages: &[&str]) -> Result<(), String> {
+        self.install_from(None, packages)
+    }
+
+    /// The same, from bookworm-backports (added to apt's sources if absent).
+    pub fn install_backports(&mut self, packages: &[&str]) -> Result<(), String> {
+        self.backports()?;
+        self.install_from(Some("bookworm-backports"), packages)
+    }
+
+    fn install_from(&mut self, release: Option<&str>, packages: &[&str]) -> Result<(), String> {
+        let missing: Vec<&str> = packages
+            .iter()
+            .copied()
+            .filter(|p| !Self::installed(p))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.update()?;
+        say(&format!("apt-get install {}", missing.join(" ")));
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", "-q", "--no-install-recommends"]);
+        if let Some(release) = release {
+            cmd.args(["-t", release]);
+        }
+        run(cmd.args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+    }
+
+    /// bookworm-backports in apt's sources (binary packages).
+    pub fn backports(&mut self) -> Result<(), String> {
+        let have = output(Command::new("apt-cache").args(["policy"]))
+            .map(|p| p.contains("bookworm-backports"))
+            .unwrap_or(false);
+        if !have {
+            say("adding bookworm-backports to apt's sources");
+            self.add_source(BACKPORTS_LIST, "deb")?;
+        }
+        Ok(())
+    }
+
+    /// bookworm-backports' source packages too (`apt-get source`).
+    pub fn backports_source(&mut self) -> Result<(), String> {
+        self.backports()?;
+        if !Path::new(BACKPORTS_SRC_LIST).exists() {
+            say("adding bookworm-backports' sources (deb-src) to apt's sources");
+            self.add_source(BACKPORTS_SRC_LIST, "deb-src")?;
+        }
+        Ok(())
+    }
+
+    fn add_source(&mut self, file: &str, kind: &str) -> Result<(), String> {
+        let mirror = debian_mirror().unwrap_or_else(|| "http://deb.debian.org/debian".into());
+        std::fs::write(
+            file,
+            format!("Types: {kind}\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"),
+        )
+        .map_err(|e| format!("write {file}: {e}"))?;
+        self.updated = false;
+        self.update()
+    }
+}
+
+/// Installs whatever is missing (both machines' tools), then returns the
+/// assets.
+pub fn setup() -> Result<Assets, String> {
+    let mut apt = Apt::default();
     let packages: Vec<&str> = [
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("busybox", "busybox-static"),
@@ -132,14 +224,7 @@ pub fn setup() -> Result<Assets, String> {
     })
     .map(|(_, pkg)| *pkg)
     .collect();
-    if !packages.is_empty() {
-        apt_update(&mut apt_updated)?;
-        say(&format!("apt-get install {}", packages.join(" ")));
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
+    apt.install(&packages)?;
     if which("vhost-device-vsock").is_none() {
         say(&format!(
             "cargo install vhost-device-vsock {VHOST_VERSION} (about 80 s)"
@@ -158,32 +243,19 @@ pub fn setup() -> Result<Assets, String> {
         say(&format!("rustup target add {MUSL}"));
         run(Command::new("rustup").args(["target", "add", MUSL]))?;
     }
-    if find().is_err() {
-        fetch_kernel(&mut || apt_update(&mut apt_updated))?;
+    if pc_kernel().is_err() {
+        fetch_kernel(&mut apt)?;
     }
+    crate::nitro::setup(&mut apt)?;
     find()
 }
 
 /// The Debian 6.12 cloud kernel from bookworm-backports: virtio-pci built
 /// in, modules compressed with xz, and the upstream Nitro Secure Module
 /// driver. The backports suite is added to apt's sources when absent.
-fn fetch_kernel(apt_update: &mut dyn FnMut() -> Result<(), String>) -> Result<(), String> {
-    let sources = Path::new("/etc/apt/sources.list.d/enclave-init-bookworm-backports.sources");
-    let have_backports = output(Command::new("apt-cache").args(["policy"]))
-        .map(|p| p.contains("bookworm-backports"))
-        .unwrap_or(false);
-    if !have_backports {
-        say("adding bookworm-backports to apt's sources (for the 6.12 guest kernel)");
-        let mirror = debian_mirror().unwrap_or_else(|| "http://deb.debian.org/debian".into());
-        std::fs::write(
-            sources,
-            format!("Types: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"),
-        )
-        .map_err(|e| format!("write {}: {e}", sources.display()))?;
-        run(Command::new("apt-get").args(["update", "-q"]))?;
-    } else {
-        apt_update()?;
-    }
+fn fetch_kernel(apt: &mut Apt) -> Result<(), String> {
+    apt.backports()?;
+    apt.update()?;
     let depends = output(Command::new("apt-cache").args([
         "depends",
         "-t",

@@ -1,8 +1,10 @@
 //! An initramfs laid out exactly as `nitro-cli build-enclave` lays it out:
 //! the bootstrap part (`/init`, `/nsm.ko`, `/dev`) and the customer part
-//! (`/rootfs/...` with empty `dev run sys var proc tmp`, `/cmd`, `/env`).
-//! For QEMU it adds the vsock modules under `/vm/` (Nitro kernels have
-//! vsock built in) and can adapt the image's config to the harness.
+//! (`/rootfs/...` with empty `dev run sys var proc tmp`, `/cmd`, `/env`),
+//! as two ramdisks (an EIF's) or one archive (the PC machine's initramfs).
+//! For the PC machine it adds the vsock modules under `/vm/` (Nitro
+//! kernels have vsock built in); it can adapt the image's config to the
+//! harness.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -47,8 +49,25 @@ impl Image {
         self
     }
 
-    /// Writes the initramfs to `out`.
+    /// Writes the initramfs to `out`, as one archive (the PC machine).
     pub fn build(&self, out: &Path) -> Result<(), String> {
+        write_cpio(out, &self.entries()?)
+    }
+
+    /// Writes nitro-cli's two ramdisks: the bootstrap one (`/init`,
+    /// `/nsm.ko`, `/dev`) and the customer one (`/rootfs/...`, `/cmd`,
+    /// `/env`), in the order of the EIF.
+    pub fn build_ramdisks(&self, bootstrap: &Path, customer: &Path) -> Result<(), String> {
+        let (boot, rest): (Vec<Entry>, Vec<Entry>) = self.entries()?.into_iter().partition(|e| {
+            let top = e.path.split('/').next().unwrap_or("");
+            BOOTSTRAP.contains(&top)
+        });
+        write_cpio(bootstrap, &boot)?;
+        write_cpio(customer, &rest)
+    }
+
+    /// Every entry of the image, sorted by path.
+    fn entries(&self) -> Result<Vec<Entry>, String> {
         let mut tree: BTreeMap<String, (u32, Kind)> = BTreeMap::new();
         let dir = |tree: &mut BTreeMap<String, (u32, Kind)>, path: &str| {
             let mut prefix = String::new();
@@ -131,14 +150,10 @@ impl Image {
             let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
             tree.insert("env".into(), (0o644, Kind::File(text.into_bytes())));
         }
-        let entries: Vec<Entry> = tree
+        Ok(tree
             .into_iter()
             .map(|(path, (mode, kind))| Entry { path, mode, kind })
-            .collect();
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?,
-        );
-        cpio::write(&mut file, &entries).map_err(|e| format!("{}: {e}", out.display()))
+            .collect())
     }
 
     /// The image's own config text (from `files` or the root directory).
@@ -153,6 +168,18 @@ impl Image {
         let path = self.rootfs_dir.as_ref()?.join("etc/enclave-init.toml");
         std::fs::read_to_string(path).ok()
     }
+}
+
+/// The top-level entries of nitro-cli's bootstrap ramdisk (and the PC
+/// machine's modules).
+const BOOTSTRAP: &[&str] = &["init", "nsm.ko", "dev", "vm"];
+
+fn write_cpio(out: &Path, entries: &[Entry]) -> Result<(), String> {
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?,
+    );
+    cpio::write(&mut file, entries).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::io::Write::flush(&mut file).map_err(|e| format!("{}: {e}", out.display()))
 }
 
 fn applets(busybox: &Path) -> Result<Vec<String>, String> {

@@ -4,5 +4,8 @@
 pub mod assets;
 pub mod bench;
 pub mod cpio;
+pub mod eif;
+pub mod enclave;
 pub mod image;
+pub mod nitro;
 pub mod vm;

@@ -7,25 +7,37 @@
 //! * `bench [--quick] [NAME...]`: enclave-init beside tini and dumb-init
 //!   (every benchmark, or those whose name contains a NAME).
 //! * `fuzz [--seconds N] [TARGET...]`: every fuzz target for N seconds.
-//! * `vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]`:
-//!   boot your own root directory in the Nitro layout.
+//! * `vm ROOT|FILE.eif [--machine nitro|pc] [--cmd ARGV] [--env K=V]
+//!   [--timeout SECS] [--no-listener]`: boot your own root directory in
+//!   the Nitro layout (as an EIF on QEMU's nitro-enclave machine by
+//!   default), or an EIF you built.
+//! * `eif ROOT -o FILE [--cmd ARGV] [--env K=V]... [--blobs DIR] [--json]`:
+//!   build an enclave image file of ROOT with enclave-init as `/init` and
+//!   print its PCRs; `eif --describe FILE [--json]`: print an EIF's PCRs.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use xtask::assets::{self, run};
-use xtask::image::{self, Image};
+use xtask::eif::{self, Blobs};
+use xtask::enclave::{self, Kind};
+use xtask::image::Image;
 use xtask::vm;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("setup") => {
-            assets::setup().map(|a| eprintln!("xtask: ready: kernel {}", a.kernel.display()))
-        }
+        Some("setup") => assets::setup().map(|a| {
+            eprintln!(
+                "xtask: ready: QEMU {} (nitro-enclave), kernel {}",
+                xtask::nitro::QEMU_VERSION,
+                a.nitro.bzimage.display()
+            )
+        }),
+        Some("eif") => build_eif(&args[1..]),
         Some("test") => test(&args[1..]),
-        Some("demo") => demo(),
+        Some("demo") => demo(&args[1..]),
         Some("vm") => boot_root(&args[1..]),
         Some("bench") => {
             let only: Vec<String> = args
@@ -48,7 +60,9 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <setup | test [--no-vm] | demo | bench [--quick] [NAME...] | fuzz [--seconds N] [TARGET...] | vm ROOT [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]>";
+const USAGE: &str = "usage: cargo xtask <setup | test [--no-vm] | demo [--machine nitro|pc] | bench [--quick] [NAME...] | fuzz [--seconds N] [TARGET...]
+       | vm ROOT|FILE.eif [--machine nitro|pc] [--cmd ARGV] [--env K=V] [--timeout SECS] [--no-listener]
+       | eif ROOT -o FILE [--cmd ARGV] [--env K=V]... [--blobs DIR] [--json] | eif --describe FILE [--json]>";
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -92,12 +106,21 @@ fn test(args: &[String]) -> Result<(), String> {
 }
 
 /// The README's main job: the example enclave, watched live.
-fn demo() -> Result<(), String> {
+fn demo(args: &[String]) -> Result<(), String> {
+    let kind = match args {
+        [] => Kind::Nitro,
+        [flag, machine] if flag == "--machine" => Kind::parse(machine)?,
+        _ => return Err(USAGE.to_string()),
+    };
     let root = assets::workspace_root().join("examples/enclave/rootfs");
     let env = vec![("GREETING".into(), "hello from /env".into())];
-    eprintln!("xtask: booting the example enclave (QEMU, TCG; about a minute)\n");
+    eprintln!(
+        "xtask: booting the example enclave ({}, TCG; about a minute)\n",
+        machine_name(kind)
+    );
     boot_image(
         root,
+        kind,
         None,
         env,
         "target/demo",
@@ -108,10 +131,18 @@ fn demo() -> Result<(), String> {
     )
 }
 
+fn machine_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Nitro => "an EIF on QEMU's nitro-enclave machine",
+        Kind::Pc => "a standard PC with Debian's kernel",
+    }
+}
+
 /// Builds the Nitro layout of `root` (with busybox, initctl and the real
-/// nsm.ko), adapts its config for QEMU, boots it and reports.
+/// nsm.ko), adapts its config to the harness, boots it and reports.
 fn boot_image(
     root: PathBuf,
+    kind: Kind,
     cmd: Option<Vec<String>>,
     env: Vec<(String, String)>,
     work: &str,
@@ -120,30 +151,37 @@ fn boot_image(
     let assets = assets::setup()?;
     let (init, initctl) = assets::static_binaries()?;
     let mut image = Image {
-        init,
-        initctl: Some(initctl),
-        nsm: Some(assets.nsm.clone()),
-        vm_modules: assets.vsock_modules.clone(),
         rootfs_dir: Some(root),
-        busybox: Some(assets.busybox.clone()),
         cmd,
         env: Some(env),
-        ..Image::default()
+        ..enclave::base_image(&assets, kind, &init, &initctl)
     };
-    image.config = Some(image::vm_config(
+    image.config = Some(enclave::harness_config(
+        &image,
         image.own_config().as_deref(),
-        &image.vm_modules,
     )?);
     let work = assets::workspace_root().join(work);
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let initramfs = work.join("initramfs.cpio");
-    image.build(&initramfs)?;
-    let outcome = vm::boot(&assets, &initramfs, &work, &opts)?;
-    summarize(&outcome)
+    let booted = enclave::boot(&assets, kind, &image, &work, &opts)?;
+    summarize(&booted)
 }
 
-fn summarize(outcome: &vm::Outcome) -> Result<(), String> {
+fn summarize(booted: &enclave::Booted) -> Result<(), String> {
+    let outcome = &booted.outcome;
     eprintln!();
+    eprintln!("xtask: image {}", booted.image.display());
+    if let Some(m) = &booted.measurements {
+        eprint!("{}", m.text());
+        match enclave::logged_pcrs(outcome) {
+            Some(seen) if seen == m.pcrs().map(str::to_string) => {
+                eprintln!("xtask: the NSM's PCR0..2, as init read them, are the image's")
+            }
+            Some(seen) => eprintln!(
+                "xtask: the NSM's PCRs differ from the image's: {}",
+                seen.join(" ")
+            ),
+            None => eprintln!("xtask: init logged no PCRs"),
+        }
+    }
     match &outcome.heartbeat {
         Some(hb) => eprintln!(
             "xtask: heartbeat 0x{:02x} received after {:.1}s",
@@ -158,6 +196,10 @@ fn summarize(outcome: &vm::Outcome) -> Result<(), String> {
             outcome.elapsed.as_secs_f64()
         );
         Ok(())
+    } else if outcome.stopped == Some(vm::Stop::Halted) {
+        Err("the machine HALTED instead of restarting: on Nitro the enclave would stay up, holding its CPUs and memory, until the parent killed it".into())
+    } else if outcome.stopped == Some(vm::Stop::Panic) {
+        Err("the kernel panicked".into())
     } else if outcome.timed_out {
         Err(format!(
             "the enclave was still running after {:.0}s",
@@ -171,30 +213,63 @@ fn summarize(outcome: &vm::Outcome) -> Result<(), String> {
     }
 }
 
-/// Boots a user's root directory as nitro-cli would lay it out.
-fn boot_root(args: &[String]) -> Result<(), String> {
-    let mut root = None;
-    let mut cmd = None;
-    let mut env = Vec::new();
-    let mut timeout = Duration::from_secs(300);
-    let mut listener = true;
-    let mut iter = args.iter();
-    while let Some(a) = iter.next() {
-        match a.as_str() {
+/// `--cmd "a b c"`, `--env K=V`: nitro-cli's `/cmd` and `/env`.
+struct Legacy {
+    cmd: Option<Vec<String>>,
+    env: Vec<(String, String)>,
+}
+
+impl Legacy {
+    /// Takes `--cmd` or `--env` and its value; whether it was one.
+    fn take(
+        &mut self,
+        flag: &str,
+        iter: &mut std::slice::Iter<'_, String>,
+    ) -> Result<bool, String> {
+        match flag {
             "--cmd" => {
-                cmd = Some(
+                self.cmd = Some(
                     iter.next()
                         .ok_or("--cmd needs a command")?
                         .split_whitespace()
                         .map(str::to_string)
                         .collect(),
-                )
+                );
+                Ok(true)
             }
             "--env" => {
                 let kv = iter.next().ok_or("--env needs KEY=VALUE")?;
-                let (k, v) = kv.split_once('=').ok_or("--env needs KEY=VALUE")?;
-                env.push((k.to_string(), v.to_string()));
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
+                if k.is_empty() {
+                    return Err(format!("--env {kv:?}: empty name"));
+                }
+                self.env.push((k.to_string(), v.to_string()));
+                Ok(true)
             }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Boots a user's root directory as nitro-cli would lay it out, or an EIF.
+fn boot_root(args: &[String]) -> Result<(), String> {
+    let mut root = None;
+    let mut legacy = Legacy {
+        cmd: None,
+        env: Vec::new(),
+    };
+    let mut kind = Kind::Nitro;
+    let mut timeout = Duration::from_secs(300);
+    let mut listener = true;
+    let mut iter = args.iter();
+    while let Some(a) = iter.next() {
+        if legacy.take(a, &mut iter)? {
+            continue;
+        }
+        match a.as_str() {
+            "--machine" => kind = Kind::parse(iter.next().ok_or("--machine needs nitro or pc")?)?,
             "--timeout" => {
                 timeout = Duration::from_secs(
                     iter.next()
@@ -210,18 +285,111 @@ fn boot_root(args: &[String]) -> Result<(), String> {
         }
     }
     let root = root.ok_or(USAGE)?;
-    boot_image(
-        root,
-        cmd,
-        env,
-        "target/vm-run",
-        vm::Options {
-            echo: true,
-            timeout,
-            listener,
-            ..vm::Options::default()
-        },
-    )
+    let opts = vm::Options {
+        echo: true,
+        timeout,
+        listener,
+        ..vm::Options::default()
+    };
+    if root.extension().is_some_and(|e| e == "eif") {
+        if kind != Kind::Nitro || legacy.cmd.is_some() || !legacy.env.is_empty() {
+            return Err(
+                "an EIF boots as it is, on the nitro machine: no --machine pc, --cmd or --env"
+                    .into(),
+            );
+        }
+        let assets = assets::setup()?;
+        let work = assets::workspace_root().join("target/vm-run");
+        let booted = enclave::boot_eif(&assets, &root, &work, &opts)?;
+        return summarize(&booted);
+    }
+    if !root.is_dir() {
+        return Err(format!(
+            "{}: not a directory (or an .eif file)",
+            root.display()
+        ));
+    }
+    boot_image(root, kind, legacy.cmd, legacy.env, "target/vm-run", opts)
+}
+
+/// `cargo xtask eif`: an enclave image file of a root directory, with
+/// enclave-init as `/init`, and its PCRs.
+fn build_eif(args: &[String]) -> Result<(), String> {
+    let mut root = None;
+    let mut out = None;
+    let mut describe = None;
+    let mut blobs_dir = None;
+    let mut json = false;
+    let mut legacy = Legacy {
+        cmd: None,
+        env: Vec::new(),
+    };
+    let mut iter = args.iter();
+    while let Some(a) = iter.next() {
+        if legacy.take(a, &mut iter)? {
+            continue;
+        }
+        match a.as_str() {
+            "-o" | "--output" => out = Some(PathBuf::from(iter.next().ok_or("-o needs a file")?)),
+            "--describe" => {
+                describe = Some(PathBuf::from(iter.next().ok_or("--describe needs a file")?))
+            }
+            "--blobs" => {
+                blobs_dir = Some(PathBuf::from(
+                    iter.next().ok_or("--blobs needs a directory")?,
+                ))
+            }
+            "--json" => json = true,
+            other if root.is_none() && !other.starts_with('-') => root = Some(PathBuf::from(other)),
+            other => return Err(format!("eif: unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let print = |m: &eif::Measurements| {
+        if json {
+            println!("{}", m.json());
+        } else {
+            print!("{}", m.text());
+        }
+    };
+    if let Some(file) = describe {
+        if root.is_some() || out.is_some() {
+            return Err("eif --describe FILE takes no ROOT or -o".into());
+        }
+        let tool = xtask::nitro::ensure_eif_tool(&mut assets::Apt::default())?;
+        print(&eif::describe(&tool, &file)?);
+        return Ok(());
+    }
+    let root = root.ok_or("eif: which root directory? (cargo xtask eif ROOT -o FILE)")?;
+    let out = out.ok_or("eif: -o FILE is required")?;
+    if !root.is_dir() {
+        return Err(format!("{}: not a directory", root.display()));
+    }
+    let mut apt = assets::Apt::default();
+    let tool = xtask::nitro::ensure_eif_tool(&mut apt)?;
+    let blobs = match blobs_dir {
+        Some(dir) => Blobs::from_dir(&dir)?,
+        None => {
+            let (kernel, nsm) = xtask::nitro::ensure_kernel(&mut apt)?;
+            Blobs {
+                kernel,
+                nsm,
+                cmdline: xtask::nitro::CMDLINE.trim().to_string(),
+            }
+        }
+    };
+    let (init, initctl) = assets::static_binaries()?;
+    let image = Image {
+        init,
+        initctl: Some(initctl),
+        rootfs_dir: Some(root),
+        cmd: legacy.cmd,
+        env: Some(legacy.env),
+        ..Image::default()
+    };
+    let m = eif::build(&tool, &blobs, &image, &out)?;
+    eprintln!("xtask: wrote {}", out.display());
+    print(&m);
+    Ok(())
 }
 
 fn bench(quick: bool, only: &[String]) -> Result<(), String> {
