@@ -182,3 +182,52 @@ fn initctl_boot_without_the_boot_says_so() {
     );
     assert!(text.contains("   Entropy: not-gated\n"), "{text}");
 }
+
+/// A reload while the gate holds the services back (SIGHUP, `initctl
+/// reload`) changes nothing: the services start once, after the gate. (It
+/// used to start them at once, then a second time when the gate opened.)
+#[test]
+fn a_reload_while_waiting_starts_nothing_and_services_start_once() {
+    let dir = entropy_dir(None);
+    let init = gated("entropy-reload", &dir).service("web", WEB).start();
+    init.wait_for("services wait for it");
+    init.wait_socket();
+    init.signal(libc::SIGHUP);
+    init.wait_for("received SIGHUP");
+    let out = init.initctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", init.output());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the kernel's random pool"), "{err}");
+    let out = init.initctl(&["start", "web"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no such service: web") && err.contains("random pool"),
+        "{err}"
+    );
+    assert_eq!(init.count("web: started"), 0, "{}", init.output());
+    initialize_pool(&dir);
+    init.wait_for("web[");
+    init.wait_for("serving");
+    // One more round of the loop: nothing else starts.
+    assert!(init.initctl(&["list"]).status.success());
+    assert_eq!(init.count("web: started"), 1, "{}", init.output());
+    assert_eq!(init.count("serving"), 1, "{}", init.output());
+}
+
+/// A panic where the gate opens (a test-only fault point) neither loses
+/// the services nor starts them twice: the recovery loads them.
+#[test]
+fn a_panic_as_the_gate_opens_still_starts_the_services_once() {
+    let dir = entropy_dir(None);
+    let init = gated("entropy-panic", &dir)
+        .env("ENCLAVE_INIT_FAULTS", "entropy")
+        .service("web", WEB)
+        .start();
+    init.wait_for("services wait for it");
+    initialize_pool(&dir);
+    init.wait_for("internal error while handling");
+    init.wait_for("web[");
+    init.wait_socket();
+    assert!(init.initctl(&["list"]).status.success());
+    assert_eq!(init.count("web: started"), 1, "{}", init.output());
+}

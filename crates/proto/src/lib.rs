@@ -179,8 +179,9 @@ pub struct Pcr {
 /// initialized, or after `boot.entropy` with an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entropy {
-    /// `not-gated` (`--no-boot`, or `boot.entropy = 0`), `waiting`,
-    /// `ready`, or `timed-out`.
+    /// `not-gated` (`--no-boot`), `waiting`, `ready`, `timed-out`, or
+    /// `unknown` (`/dev/random` could not be watched: services started
+    /// without waiting).
     pub state: String,
     /// The kernel's hardware RNG (`rng_current`, e.g. `nsm-hwrng`), or
     /// `none`.

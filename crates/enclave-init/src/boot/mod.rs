@@ -526,21 +526,6 @@ pub fn boot(args: &Args, nofile: Option<(u64, u64)>) -> (Settings, BootReport) {
             load_module(root, module)
         });
     }
-    // The NSM, which nsm.ko just made appear: its PCRs are the image's.
-    match guarded_step("nsm", || nsm::describe(Path::new(nsm::DEVICE))) {
-        Some(Ok(found)) => {
-            console::log(Level::Info, &nsm::line(&found));
-            report.nsm = Some(found);
-        }
-        Some(Err(e)) => {
-            console::log(
-                Level::Warn,
-                &format!("nsm: {e} (no Nitro Secure Module: not a Nitro enclave?)"),
-            );
-            report.nsm_error = Some(e);
-        }
-        None => report.nsm_error = Some("a panic while reading it (see the log)".into()),
-    }
     console::flush();
     // Step 5: tell the parent we are up; nothing of the services before.
     if config.heartbeat.enabled {
@@ -559,6 +544,24 @@ pub fn boot(args: &Args, nofile: Option<(u64, u64)>) -> (Settings, BootReport) {
                 }
             }
         });
+    }
+    console::flush();
+    // The NSM, which nsm.ko made appear: its PCRs are the image's. After
+    // the heartbeat: the driver waits up to two minutes for an answer,
+    // and the parent must not wait for that.
+    match guarded_step("nsm", || nsm::describe(Path::new(nsm::DEVICE))) {
+        Some(Ok(found)) => {
+            console::log(Level::Info, &nsm::line(&found));
+            report.nsm = Some(found);
+        }
+        Some(Err(e)) => {
+            console::log(
+                Level::Warn,
+                &format!("nsm: {e} (no Nitro Secure Module: not a Nitro enclave?)"),
+            );
+            report.nsm_error = Some(e);
+        }
+        None => report.nsm_error = Some("a panic while reading it (see the log)".into()),
     }
     console::flush();
     // Step 6: /env and /cmd.

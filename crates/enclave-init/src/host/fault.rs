@@ -11,7 +11,8 @@
 //! before the exits are delivered), `timer`, `pipe` (detail: the service),
 //! `notify`, `reload` (half-way through applying the changes), `deliver`
 //! (an event after a spawn, detail: the
-//! service), `boot` (a boot step, detail: its name).
+//! service), `boot` (a boot step, detail: its name), `entropy` (the
+//! entropy gate opening, before the services load).
 //!
 //! `ENCLAVE_INIT_TEST_CGROUP_ROOT=DIR` tracks services in cgroups under
 //! DIR in `--no-boot` mode, so that the tests can use a fake hierarchy.

@@ -133,6 +133,12 @@ impl Supervisor {
         let Some(waiting) = self.entropy.take() else {
             return;
         };
+        let start = !(self.engine.is_shutting_down() || self.finished.is_some());
+        let (starting, anyway) = if start {
+            ("; starting services", "; starting services anyway")
+        } else {
+            ("", "")
+        };
         let _ = self.epoll.delete(waiting.device.as_fd());
         let waited = waiting.since.elapsed();
         let rng = self
@@ -147,7 +153,7 @@ impl Supervisor {
             console::log(
                 Level::Info,
                 &format!(
-                    "entropy: the kernel's random pool is initialized after {} ms (hwrng: {rng}); starting services",
+                    "entropy: the kernel's random pool is initialized after {} ms (hwrng: {rng}){starting}",
                     millis(waited)
                 ),
             );
@@ -156,14 +162,16 @@ impl Supervisor {
             console::log(
                 Level::Error,
                 &format!(
-                    "entropy: the kernel's random pool is still not initialized after {} (hwrng: {rng}); starting services anyway: getrandom() and /dev/random will block in them until it is. An enclave's entropy comes from the NSM: is nsm.ko in boot.modules, and does the kernel have CONFIG_HW_RANDOM?",
+                    "entropy: the kernel's random pool is still not initialized after {} (hwrng: {rng}){anyway}: getrandom() and /dev/random will block in them until it is. An enclave's entropy comes from the NSM: is nsm.ko in boot.modules, and does the kernel have CONFIG_HW_RANDOM?",
                     duration::format(waited)
                 ),
             );
         }
-        if self.engine.is_shutting_down() || self.finished.is_some() {
+        if !start {
             return;
         }
+        // (A panic from here on: the recovery loads the services.)
+        crate::host::fault::point("entropy", "");
         self.load_initial();
     }
 }

@@ -114,6 +114,9 @@ pub struct Supervisor {
     garbage_notify: RateLimit,
     /// The entropy gate, while it holds the services back.
     entropy: Option<entropy::Waiting>,
+    /// The services were handed to the engine (once, at start or when
+    /// the entropy gate opens).
+    services_loaded: bool,
     /// How init came up, for `initctl boot`.
     boot_report: BootReport,
 }
@@ -192,6 +195,7 @@ impl Supervisor {
             foreign_notify: RateLimit::new(NOTIFY_WARNINGS.0, NOTIFY_WARNINGS.1),
             garbage_notify: RateLimit::new(NOTIFY_WARNINGS.0, NOTIFY_WARNINGS.1),
             entropy: None,
+            services_loaded: false,
             boot_report: BootReport {
                 version: env!("CARGO_PKG_VERSION").into(),
                 mode: match settings_mode {
@@ -291,6 +295,9 @@ impl Supervisor {
     /// the world and goes on.
     pub fn run(&mut self) -> Ending {
         let wait = panics::guarded("the entropy gate", || self.begin_entropy_gate());
+        if wait.is_none() {
+            self.boot_report.entropy.state = "unknown".into();
+        }
         if wait != Some(true)
             && panics::guarded("loading the services", || self.load_initial()).is_none()
         {
@@ -404,6 +411,15 @@ impl Supervisor {
         }
         self.carry_out_effects();
         self.reap();
+        // A panic between the entropy gate's opening and the services'
+        // load: load them now (once).
+        if !self.services_loaded
+            && self.entropy.is_none()
+            && !self.engine.is_shutting_down()
+            && self.finished.is_none()
+        {
+            self.load_initial();
+        }
     }
 
     fn dispatch(&mut self, token: u64, flags: EpollFlags) {
@@ -562,6 +578,9 @@ impl Supervisor {
     }
 
     fn load_initial(&mut self) {
+        if self.services_loaded {
+            return;
+        }
         let (set, diagnostics, missing) = self.read_services();
         report_diagnostics(&diagnostics);
         let dir = &self.settings.config.services.dir;
@@ -606,6 +625,9 @@ impl Supervisor {
         }
         let empty = set.services.is_empty();
         self.ensure_notify_socket(&set);
+        if std::mem::replace(&mut self.services_loaded, true) {
+            return;
+        }
         self.feed(Input::Load(set));
         if empty {
             match self.settings.mode {
@@ -632,6 +654,11 @@ impl Supervisor {
     pub fn reload(&mut self) -> Result<ReloadReport, String> {
         if !self.settings.load_service_dir {
             return Err("no service directory in use (--no-boot -- CMD)".into());
+        }
+        if !self.services_loaded {
+            let message = "services wait for the kernel's random pool (the entropy gate, boot.entropy): nothing to reload until they load";
+            console::log(Level::Warn, &format!("reload: {message}"));
+            return Err(message.into());
         }
         let dir = self.settings.config.services.dir.clone();
         if !dir.is_dir() {

@@ -178,10 +178,24 @@ pub fn execute(
         Err(message) => return reply(Response::Error { message }),
     };
     crate::host::fault::point("control", request.command.name());
+    // While the entropy gate holds them back, no service is loaded yet.
+    let waiting = view.boot.entropy.state == "waiting";
     let unknown = |name: &str| {
+        let hint = if waiting {
+            " (services load once the kernel's random pool is initialized: see initctl boot)"
+        } else {
+            ""
+        };
         reply(Response::Error {
-            message: format!("no such service: {name}"),
+            message: format!("no such service: {name}{hint}"),
         })
+    };
+    let engine_request = |name: String, request: fn(String) -> EngineRequest| {
+        if waiting && view.engine.unit(&name).is_none() {
+            unknown(&name)
+        } else {
+            Step::Do(Task::Engine(request(name)))
+        }
     };
     match request.command {
         Command::List => reply(Response::List {
@@ -197,9 +211,9 @@ pub fn execute(
             }),
             None => unknown(&name),
         },
-        Command::Start { name } => Step::Do(Task::Engine(EngineRequest::Start(name))),
-        Command::Restart { name } => Step::Do(Task::Engine(EngineRequest::Restart(name))),
-        Command::Stop { name } => Step::Do(Task::Engine(EngineRequest::Stop(name))),
+        Command::Start { name } => engine_request(name, EngineRequest::Start),
+        Command::Restart { name } => engine_request(name, EngineRequest::Restart),
+        Command::Stop { name } => engine_request(name, EngineRequest::Stop),
         Command::Logs {
             name,
             lines,
