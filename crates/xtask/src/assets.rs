@@ -237,12 +237,7 @@ pub fn setup() -> Result<Assets, String> {
             VHOST_VERSION,
         ]))?;
     }
-    let targets =
-        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
-    if !targets.lines().any(|t| t.trim() == MUSL) {
-        say(&format!("rustup target add {MUSL}"));
-        run(Command::new("rustup").args(["target", "add", MUSL]))?;
-    }
+    ensure_musl_target()?;
     if pc_kernel().is_err() {
         fetch_kernel(&mut apt)?;
     }
@@ -367,6 +362,7 @@ fn debian_mirror() -> Option<String> {
 /// The static init built with its test-only fault points (profile
 /// `faults`: release with debug assertions), for VM tests of faults.
 pub fn static_fault_binary() -> Result<PathBuf, String> {
+    ensure_musl_target()?;
     let root = workspace_root();
     run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -389,8 +385,20 @@ pub fn static_fault_binary() -> Result<PathBuf, String> {
         .join("enclave-init"))
 }
 
+/// The musl target, which the static binaries need.
+pub fn ensure_musl_target() -> Result<(), String> {
+    let targets =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !targets.lines().any(|t| t.trim() == MUSL) {
+        say(&format!("rustup target add {MUSL}"));
+        run(Command::new("rustup").args(["target", "add", MUSL]))?;
+    }
+    Ok(())
+}
+
 /// Builds the static, stripped binaries; returns (enclave-init, initctl).
 pub fn static_binaries() -> Result<(PathBuf, PathBuf), String> {
+    ensure_musl_target()?;
     let root = workspace_root();
     run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

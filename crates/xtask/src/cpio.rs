@@ -14,6 +14,9 @@ pub struct Entry {
     pub path: String,
     pub mode: u32,
     pub kind: Kind,
+    /// Owner and group (0 for what the harness adds).
+    pub uid: u32,
+    pub gid: u32,
 }
 
 pub fn write(out: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
@@ -24,39 +27,68 @@ pub fn write(out: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
             Kind::File(bytes) => (0o100000, bytes),
             Kind::Symlink(target) => (0o120000, target.as_bytes()),
         };
+        // newc has 32-bit sizes.
+        let size = u32::try_from(data.len()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: 4 GiB or more, too big for a cpio archive", e.path),
+            )
+        })?;
         written += header(
             out,
-            ino,
-            type_bits | (e.mode & 0o7777),
-            if matches!(e.kind, Kind::Dir) { 2 } else { 1 },
-            data.len(),
+            Header {
+                ino,
+                mode: type_bits | (e.mode & 0o7777),
+                uid: e.uid,
+                gid: e.gid,
+                nlink: if matches!(e.kind, Kind::Dir) { 2 } else { 1 },
+                size,
+            },
             &e.path,
         )?;
         out.write_all(data)?;
         written += data.len();
         written += pad(out, written)?;
     }
-    written += header(out, 0, 0, 1, 0, "TRAILER!!!")?;
+    let trailer = Header {
+        ino: 0,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        nlink: 1,
+        size: 0,
+    };
+    written += header(out, trailer, "TRAILER!!!")?;
     pad_to(out, written, 512)?;
     Ok(())
 }
 
-fn header(
-    out: &mut impl Write,
+struct Header {
     ino: u32,
     mode: u32,
+    uid: u32,
+    gid: u32,
     nlink: u32,
-    size: usize,
-    name: &str,
-) -> io::Result<usize> {
+    size: u32,
+}
+
+fn header(out: &mut impl Write, h: Header, name: &str) -> io::Result<usize> {
+    let Header {
+        ino,
+        mode,
+        uid,
+        gid,
+        nlink,
+        size,
+    } = h;
     let fields = [
         ino,
         mode,
-        0,
-        0,
+        uid,
+        gid,
         nlink,
         0,
-        size as u32,
+        size,
         0,
         0,
         0,
@@ -96,16 +128,22 @@ mod tests {
                 path: "dev".into(),
                 mode: 0o755,
                 kind: Kind::Dir,
+                uid: 0,
+                gid: 0,
             },
             Entry {
                 path: "init".into(),
                 mode: 0o755,
                 kind: Kind::File(b"#!/bin/sh\n".to_vec()),
+                uid: 1000,
+                gid: 100,
             },
             Entry {
                 path: "link".into(),
                 mode: 0o777,
                 kind: Kind::Symlink("init".into()),
+                uid: 0,
+                gid: 0,
             },
         ];
         let mut bytes = Vec::new();
@@ -121,5 +159,17 @@ mod tests {
         child.stdin.take().unwrap().write_all(&bytes).unwrap();
         let out = child.wait_with_output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "dev\ninit\nlink\n");
+        // The owners too (`cpio -tv --numeric-uid-gid`).
+        let mut child = std::process::Command::new("cpio")
+            .args(["-tv", "--quiet", "--numeric-uid-gid"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&bytes).unwrap();
+        let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+        let init = out.lines().find(|l| l.ends_with(" init")).unwrap();
+        let fields: Vec<&str> = init.split_whitespace().collect();
+        assert_eq!(&fields[2..4], ["1000", "100"], "{init}");
     }
 }

@@ -105,8 +105,8 @@ impl Measurements {
 }
 
 /// Builds `out` from `image` (its `nsm` replaced by the blobs' own) and
-/// returns its measurements. The ramdisks are left beside it, as
-/// `NAME.bootstrap.cpio` and `NAME.customer.cpio`, for inspection.
+/// returns its measurements. The ramdisks are written to a directory of
+/// their own beside `out` and removed afterwards.
 pub fn build(
     eif_tool: &Path,
     blobs: &Blobs,
@@ -117,9 +117,26 @@ pub fn build(
         .file_stem()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "enclave".into());
-    let dir = out.parent().unwrap_or(Path::new("."));
-    let bootstrap = dir.join(format!("{name}.bootstrap.cpio"));
-    let customer = dir.join(format!("{name}.customer.cpio"));
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+    let scratch = dir
+        .unwrap_or(Path::new("."))
+        .join(format!(".{name}.ramdisks-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let result = build_in(eif_tool, blobs, image, out, &name, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+fn build_in(
+    eif_tool: &Path,
+    blobs: &Blobs,
+    image: &Image,
+    out: &Path,
+    name: &str,
+    scratch: &Path,
+) -> Result<Measurements, String> {
+    let bootstrap = scratch.join("bootstrap.cpio");
+    let customer = scratch.join("customer.cpio");
     let mut image = image.clone();
     image.nsm = Some(blobs.nsm.clone());
     image.build_ramdisks(&bootstrap, &customer)?;
@@ -135,7 +152,7 @@ pub fn build(
             .arg("--ramdisk")
             .arg(&customer)
             .arg("--name")
-            .arg(&name)
+            .arg(name)
             .arg("--output")
             .arg(out),
     )?;

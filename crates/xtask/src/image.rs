@@ -69,6 +69,8 @@ impl Image {
     /// Every entry of the image, sorted by path.
     fn entries(&self) -> Result<Vec<Entry>, String> {
         let mut tree: BTreeMap<String, (u32, Kind)> = BTreeMap::new();
+        // Owners of what comes from the root directory (the rest is root's).
+        let mut owners: BTreeMap<String, (u32, u32)> = BTreeMap::new();
         let dir = |tree: &mut BTreeMap<String, (u32, Kind)>, path: &str| {
             let mut prefix = String::new();
             for part in path.split('/') {
@@ -95,7 +97,22 @@ impl Image {
         }
         dir(&mut tree, "rootfs");
         if let Some(root) = &self.rootfs_dir {
-            copy_tree(root, root, &mut tree)?;
+            let mut skipped = Vec::new();
+            let mut copy = Copy {
+                base: root,
+                tree: &mut tree,
+                owners: &mut owners,
+                skipped: &mut skipped,
+            };
+            copy.dir(root)?;
+            if !skipped.is_empty() {
+                eprintln!(
+                    "xtask: warning: {} special files of {} left out (a cpio initramfs holds files, directories and links; devices come from devtmpfs): {}",
+                    skipped.len(),
+                    root.display(),
+                    skipped.join(", ")
+                );
+            }
         }
         for d in [
             "dev", "run", "sys", "var", "proc", "tmp", "etc", "bin", "usr/bin",
@@ -152,7 +169,16 @@ impl Image {
         }
         Ok(tree
             .into_iter()
-            .map(|(path, (mode, kind))| Entry { path, mode, kind })
+            .map(|(path, (mode, kind))| {
+                let (uid, gid) = owners.get(&path).copied().unwrap_or((0, 0));
+                Entry {
+                    path,
+                    mode,
+                    kind,
+                    uid,
+                    gid,
+                }
+            })
             .collect())
     }
 
@@ -193,47 +219,56 @@ fn applets(busybox: &Path) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn copy_tree(
-    base: &Path,
-    dir: &Path,
-    tree: &mut BTreeMap<String, (u32, Kind)>,
-) -> Result<(), String> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .flatten()
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let rel = path
-            .strip_prefix(base)
-            .map_err(|e| e.to_string())?
-            .to_string_lossy()
-            .into_owned();
-        let key = format!("rootfs/{rel}");
-        let meta =
-            std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mode = meta.permissions().mode() & 0o7777;
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path).map_err(|e| e.to_string())?;
-            tree.insert(
-                key,
-                (0o777, Kind::Symlink(target.to_string_lossy().into_owned())),
-            );
-        } else if meta.is_dir() {
-            tree.insert(key, (mode, Kind::Dir));
-            copy_tree(base, &path, tree)?;
-        } else if meta.is_file() {
-            tree.insert(
-                key,
-                (
-                    mode,
-                    Kind::File(std::fs::read(&path).map_err(|e| e.to_string())?),
-                ),
-            );
+/// Copies a root directory into the tree, keeping modes and owners.
+struct Copy<'a> {
+    base: &'a Path,
+    tree: &'a mut BTreeMap<String, (u32, Kind)>,
+    owners: &'a mut BTreeMap<String, (u32, u32)>,
+    /// Device nodes, FIFOs and sockets, which are left out.
+    skipped: &'a mut Vec<String>,
+}
+
+impl Copy<'_> {
+    fn dir(&mut self, dir: &Path) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(self.base)
+                .map_err(|e| e.to_string())?
+                .to_string_lossy()
+                .into_owned();
+            let key = format!("rootfs/{rel}");
+            let meta =
+                std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mode = meta.permissions().mode() & 0o7777;
+            let kind = if meta.file_type().is_symlink() {
+                let target =
+                    std::fs::read_link(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                (0o777, Kind::Symlink(target.to_string_lossy().into_owned()))
+            } else if meta.is_dir() {
+                (mode, Kind::Dir)
+            } else if meta.is_file() {
+                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                (mode, Kind::File(bytes))
+            } else {
+                self.skipped.push(format!("/{rel}"));
+                continue;
+            };
+            let is_dir = matches!(kind.1, Kind::Dir);
+            self.tree.insert(key.clone(), kind);
+            self.owners.insert(key, (meta.uid(), meta.gid()));
+            if is_dir {
+                self.dir(&path)?;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A config for the QEMU harness from the image's own: the heartbeat goes

@@ -169,17 +169,21 @@ fn summarize(booted: &enclave::Booted) -> Result<(), String> {
     let outcome = &booted.outcome;
     eprintln!();
     eprintln!("xtask: image {}", booted.image.display());
+    // On the nitro machine the NSM's PCRs must be the image's.
+    let mut pcr_error = None;
     if let Some(m) = &booted.measurements {
         eprint!("{}", m.text());
         match enclave::logged_pcrs(outcome) {
             Some(seen) if seen == m.pcrs().map(str::to_string) => {
                 eprintln!("xtask: the NSM's PCR0..2, as init read them, are the image's")
             }
-            Some(seen) => eprintln!(
-                "xtask: the NSM's PCRs differ from the image's: {}",
-                seen.join(" ")
-            ),
-            None => eprintln!("xtask: init logged no PCRs"),
+            Some(seen) => {
+                pcr_error = Some(format!(
+                    "the NSM's PCRs differ from the image's: {}",
+                    seen.join(" ")
+                ))
+            }
+            None => pcr_error = Some("init logged no PCRs from the NSM".to_string()),
         }
     }
     match &outcome.heartbeat {
@@ -190,7 +194,9 @@ fn summarize(booted: &enclave::Booted) -> Result<(), String> {
         ),
         None => eprintln!("xtask: no heartbeat reached the host"),
     }
-    if outcome.enclave_ended() {
+    if let Some(e) = pcr_error {
+        Err(e)
+    } else if outcome.enclave_ended() {
         eprintln!(
             "xtask: the enclave ended cleanly (machine restart) after {:.1}s",
             outcome.elapsed.as_secs_f64()

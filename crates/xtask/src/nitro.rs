@@ -24,6 +24,10 @@ pub const KERNEL_SOURCE: &str = "linux-source-6.12";
 pub const KERNEL_CONFIG: &str = include_str!("../nitro/microvm-kernel-config-x86_64");
 pub const CMDLINE: &str = include_str!("../nitro/x86_64.cmdline");
 
+/// QEMU 10 needs meson 1.5 or later; its +ds tarball lacks the bundled
+/// wheel, so PyPI's, pinned.
+const MESON: &str = "meson==1.5.0";
+
 /// Debian's firmware for QEMU (`qemu-system-data`: qboot, linuxboot_dma).
 pub const FIRMWARE: &str = "/usr/share/qemu";
 
@@ -77,6 +81,27 @@ fn say(message: &str) {
     eprintln!("xtask: {message}");
 }
 
+// File operations whose errors name the file.
+fn mkdir(path: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn list(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    Ok(std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .collect())
+}
+
 /// A 64-bit FNV-1a of the inputs: the stamp of a cached build.
 fn fingerprint(parts: &[&str]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -100,6 +125,16 @@ fn qemu_stamp() -> String {
     ])
 }
 
+/// The cached QEMU is the one the stamp names, and it runs here.
+fn qemu_ready(qemu: &Path) -> bool {
+    qemu.is_file()
+        && stamp_matches(&dir().join("qemu.stamp"), &qemu_stamp())
+        && Command::new(qemu)
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
 fn kernel_stamp() -> String {
     fingerprint(&[KERNEL_SOURCE, KERNEL_CONFIG, "CONFIG_NSM=m"])
 }
@@ -115,7 +150,7 @@ pub fn find() -> Result<NitroAssets, String> {
         format!("{what} is missing: run `cargo xtask setup` (it builds the nitro machine's tools, cached under target/vm-assets/nitro)")
     };
     let qemu = dir.join("qemu-system-x86_64");
-    if !qemu.is_file() || !stamp_matches(&dir.join("qemu.stamp"), &qemu_stamp()) {
+    if !qemu_ready(&qemu) {
         return Err(missing(&format!(
             "QEMU {QEMU_VERSION} with -M nitro-enclave"
         )));
@@ -153,12 +188,16 @@ pub fn find() -> Result<NitroAssets, String> {
 /// Builds what is missing (after `assets::setup`, which brings the
 /// packages both machines share), then returns the assets.
 pub fn setup(apt: &mut assets::Apt) -> Result<NitroAssets, String> {
-    std::fs::create_dir_all(dir()).map_err(|e| e.to_string())?;
-    let dir = dir();
-    if !(dir.join("qemu-system-x86_64").is_file()
-        && stamp_matches(&dir.join("qemu.stamp"), &qemu_stamp()))
-    {
-        build_qemu(apt)?;
+    mkdir(&dir())?;
+    let qemu = dir().join("qemu-system-x86_64");
+    if !qemu_ready(&qemu) {
+        // A cached build (target/ restored on another machine) may only
+        // lack the libraries it links: those come with the build's
+        // packages.
+        apt.install(QEMU_BUILD_DEPS)?;
+        if !qemu_ready(&qemu) {
+            build_qemu(apt)?;
+        }
     }
     ensure_kernel(apt)?;
     ensure_eif_tool(apt)?;
@@ -167,7 +206,7 @@ pub fn setup(apt: &mut assets::Apt) -> Result<NitroAssets, String> {
 
 /// The enclave kernel and its `nsm.ko`, built if missing or stale.
 pub fn ensure_kernel(apt: &mut assets::Apt) -> Result<(PathBuf, PathBuf), String> {
-    std::fs::create_dir_all(dir()).map_err(|e| e.to_string())?;
+    mkdir(&dir())?;
     let dir = dir();
     let (bzimage, nsm) = (dir.join("bzImage"), dir.join("nsm.ko"));
     if !(bzimage.is_file()
@@ -189,7 +228,7 @@ fn build_qemu(apt: &mut assets::Apt) -> Result<(), String> {
     apt.backports_source()?;
     let work = assets::assets_dir().join("build/qemu");
     let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    mkdir(&work)?;
     // The .dsc and Debian's patches answer 404 on the mirror; the
     // upstream tarball, which is all this needs, comes first. So the
     // command's status says nothing: the tarball does.
@@ -220,22 +259,21 @@ fn build_qemu(apt: &mut assets::Apt) -> Result<(), String> {
     // The +ds tarball drops the edk2 firmware images that meson would
     // unpack: nothing here needs them.
     let meson_build = src.join("meson.build");
-    let text = std::fs::read_to_string(&meson_build).map_err(|e| e.to_string())?;
+    let text = read(&meson_build)?;
     let from = "unpack_edk2_blobs = bzip2.found()";
     if !text.contains(from) {
         return Err(format!("{}: no `{from}` to patch", meson_build.display()));
     }
-    std::fs::write(
+    write(
         &meson_build,
-        text.replace(from, "unpack_edk2_blobs = false"),
-    )
-    .map_err(|e| e.to_string())?;
+        &text.replace(from, "unpack_edk2_blobs = false"),
+    )?;
     // It also drops QEMU's bundled Python wheels: meson comes from PyPI.
     let venv = work.join("venv");
     run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "meson>=1.5", "pycotap"]))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", MESON, "pycotap==1.3.1"]))?;
     let build = src.join("build");
-    std::fs::create_dir_all(&build).map_err(|e| e.to_string())?;
+    mkdir(&build)?;
     let path = format!(
         "{}:{}",
         venv.join("bin").display(),
@@ -267,7 +305,7 @@ fn build_qemu(apt: &mut assets::Apt) -> Result<(), String> {
         dir.join("qemu-system-x86_64"),
     )
     .map_err(|e| format!("copy qemu-system-x86_64: {e}"))?;
-    std::fs::write(dir.join("qemu.stamp"), qemu_stamp()).map_err(|e| e.to_string())?;
+    write(&dir.join("qemu.stamp"), &qemu_stamp())?;
     let _ = std::fs::remove_dir_all(&work);
     say(&format!(
         "QEMU {QEMU_VERSION} built in {:.0} s",
@@ -283,10 +321,8 @@ fn build_kernel(apt: &mut assets::Apt) -> Result<(), String> {
     say("building the Nitro enclave kernel (about 9 minutes of a quiet 2-core machine)");
     apt.install(KERNEL_BUILD_DEPS)?;
     apt.install_backports(&[KERNEL_SOURCE])?;
-    let tarball = std::fs::read_dir("/usr/src")
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.path())
+    let tarball = list(Path::new("/usr/src"))?
+        .into_iter()
         .find(|p| {
             p.file_name().is_some_and(|n| {
                 let n = n.to_string_lossy();
@@ -296,19 +332,17 @@ fn build_kernel(apt: &mut assets::Apt) -> Result<(), String> {
         .ok_or_else(|| format!("{KERNEL_SOURCE} left no /usr/src/{KERNEL_SOURCE}.tar.xz"))?;
     let work = assets::assets_dir().join("build/kernel");
     let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    mkdir(&work)?;
     say(&format!("unpacking {}", tarball.display()));
     run(Command::new("tar")
         .arg("-xf")
         .arg(&tarball)
         .current_dir(&work))?;
-    let src = std::fs::read_dir(&work)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.path())
+    let src = list(&work)?
+        .into_iter()
         .find(|p| p.is_dir())
         .ok_or("the kernel tarball held no directory")?;
-    std::fs::write(src.join(".config"), KERNEL_CONFIG).map_err(|e| e.to_string())?;
+    write(&src.join(".config"), KERNEL_CONFIG)?;
     let make = |args: &[&str]| {
         run(Command::new("make")
             .args(args)
@@ -321,7 +355,7 @@ fn build_kernel(apt: &mut assets::Apt) -> Result<(), String> {
         .args(["--module", "CONFIG_NSM"])
         .current_dir(&src))?;
     make(&["olddefconfig"])?;
-    let config = std::fs::read_to_string(src.join(".config")).map_err(|e| e.to_string())?;
+    let config = read(&src.join(".config"))?;
     if !config.lines().any(|l| l == "CONFIG_NSM=m") {
         return Err("the kernel configuration refused CONFIG_NSM=m".into());
     }
@@ -332,7 +366,7 @@ fn build_kernel(apt: &mut assets::Apt) -> Result<(), String> {
         .map_err(|e| format!("copy bzImage: {e}"))?;
     std::fs::copy(src.join("drivers/misc/nsm.ko"), dir.join("nsm.ko"))
         .map_err(|e| format!("copy nsm.ko: {e}"))?;
-    std::fs::write(dir.join("kernel.stamp"), kernel_stamp()).map_err(|e| e.to_string())?;
+    write(&dir.join("kernel.stamp"), &kernel_stamp())?;
     let _ = std::fs::remove_dir_all(&work);
     say(&format!(
         "the Nitro enclave kernel built in {:.0} s",

@@ -121,6 +121,8 @@ pub struct Options {
     /// Words for the kernel command line besides the machine's own (on the
     /// nitro machine they go into the EIF, and so into its PCRs).
     pub append: String,
+    /// The emulated CPU (`-cpu`).
+    pub cpu: String,
 }
 
 impl Default for Options {
@@ -131,9 +133,16 @@ impl Default for Options {
             echo: false,
             memory_mb: 256,
             append: String::new(),
+            cpu: CPU.into(),
         }
     }
 }
+
+/// The emulated CPU. No CX16: under TCG the kernel's SLUB fast path
+/// (cmpxchg16b) crashed about one boot in ten (double faults in
+/// kmem_cache_alloc); without the feature the kernel takes its locked path
+/// and booted every time (30 of 30 here, against 28 of 30 with it).
+pub const CPU: &str = "max,-cx16";
 
 /// The PC machine's kernel command line: Nitro's, less `pci=off` (the
 /// PC's vsock is on PCI), plus what makes a panic end QEMU at once.
@@ -185,11 +194,7 @@ fn qemu_command(machine: &Machine, vhu: &Path, opts: &Options) -> Command {
         "-accel",
         "tcg",
         "-cpu",
-        // No CX16: under TCG the kernel's SLUB fast path (cmpxchg16b)
-        // crashed about one boot in ten (double faults in kmem_cache_alloc);
-        // without the feature the kernel takes its locked path and booted
-        // every time (30 of 30 here, against 28 of 30 with it).
-        "max,-cx16",
+        &opts.cpu,
         "-smp",
         "1",
         "-m",

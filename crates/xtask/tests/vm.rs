@@ -102,6 +102,12 @@ fn position(o: &Outcome, text: &str) -> Option<usize> {
     o.console.find(text)
 }
 
+/// Both seen, the first before the second (a missing one is never
+/// "before": `None < Some(_)` would be).
+fn before(first: Option<usize>, second: Option<usize>) -> bool {
+    matches!((first, second), (Some(a), Some(b)) if a < b)
+}
+
 /// A line a service printed through init: `name[pid]: text`.
 fn is_service_line(line: &str) -> bool {
     let Some((head, _)) = line.split_once("]: ") else {
@@ -168,7 +174,7 @@ ExecStart = ["/bin/sh", "-c", "cat /proc/mounts; echo MODULES $(cut -d' ' -f1 /p
     );
     check!(
         o,
-        position(&o, "heartbeat: answered by 2:9000") < first,
+        before(position(&o, "heartbeat: answered by 2:9000"), first),
         "init did not log the answered heartbeat before the services"
     );
     check!(
@@ -242,7 +248,10 @@ ExecStart = ["/bin/sh", "-c", "cat /proc/mounts; echo MODULES $(cut -d' ' -f1 /p
     check!(o, has(&o, "nsm: module "), "init did not read the NSM");
     check!(
         o,
-        position(&o, "entropy: the kernel's random pool is initialized") < first,
+        before(
+            position(&o, "entropy: the kernel's random pool is initialized"),
+            first
+        ),
         "the entropy gate did not open before the services"
     );
     // Loopback, hostname, /etc/hosts, /env.
@@ -403,7 +412,7 @@ fn heartbeat_without_a_listener_fails_within_its_budget_and_boot_goes_on() {
     );
     check!(
         o,
-        position(&o, "heartbeat to 2:9000") < position(&o, "after["),
+        before(position(&o, "heartbeat to 2:9000"), position(&o, "after[")),
         "services started before the heartbeat gave up"
     );
     check!(
@@ -594,12 +603,15 @@ fn example_enclave_with_oneshot_and_notify() {
     let at = |t: &str| position(&o, t);
     check!(
         o,
-        at("setup: main process exited with status 0") < at("app: started"),
+        before(
+            at("setup: main process exited with status 0"),
+            at("app: started")
+        ),
         "app started before its oneshot setup finished"
     );
     check!(
         o,
-        at("app: ready") < at("report: started"),
+        before(at("app: ready"), at("report: started")),
         "report started before app was ready"
     );
     check!(o, at("app: ready").is_some(), "app never became ready");
@@ -845,6 +857,8 @@ fn the_harness_calls_a_halted_machine_a_failure() {
 /// `the_nsms_pcrs_are_the_images_and_initctl_boot_shows_them`.
 #[test]
 fn xtask_eif_is_reproducible_and_describes_what_it_built() {
+    // The tools must be there already: a test does not build them.
+    assets::find().unwrap_or_else(|e| panic!("{e}"));
     let work =
         assets::workspace_root().join(format!("target/vm-tests/eif-cli-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
@@ -909,4 +923,78 @@ fn xtask_eif_is_reproducible_and_describes_what_it_built() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The entropy gate on the real `/dev/random`. With RDRAND and RDSEED the
+/// kernel trusts the CPU (`random.trust_cpu=on`) and its pool is ready
+/// long before `/init`. Without them the pool is not ready when init
+/// starts: the NSM's hardware RNG (`nsm-hwrng`, registered when init loads
+/// `nsm.ko`) initializes it, and no service starts before that.
+#[test]
+fn without_a_cpu_rng_the_nsms_hwrng_readies_the_pool_before_any_service() {
+    let ctx = ctx();
+    let mut image = ctx.image().service(
+        "reader",
+        "Type = \"oneshot\"\nExecStart = \"/bin/sh -c 'head -c 16 /dev/random | wc -c'\"\nSuccessAction = \"poweroff\"\n",
+    );
+    image.config = ctx.config("[boot]\nentropy = \"2min\"\n");
+    let o = ctx.boot(
+        "entropy-nordrand",
+        &image,
+        vm::Options {
+            cpu: format!("{},-rdrand,-rdseed", vm::CPU),
+            ..opts()
+        },
+    );
+    let line = o
+        .lines()
+        .find(|l| l.contains("entropy: the kernel's random pool is initialized"))
+        .map(str::to_string);
+    check!(o, line.is_some(), "the gate never opened");
+    let line = line.unwrap_or_default();
+    check!(
+        o,
+        line.contains("(hwrng: nsm-hwrng)"),
+        "the RNG is not named: {line}"
+    );
+    // Without a CPU RNG the pool was not ready when init started ...
+    check!(
+        o,
+        before(
+            position(&o, "Run /init as init process"),
+            position(&o, "random: crng init done")
+        ),
+        "the pool was ready before /init: the CPU still offers an RNG?"
+    );
+    // ... nsm.ko's hwrng made it ready, then the gate opened, then the
+    // services started.
+    check!(
+        o,
+        before(
+            position(&o, "boot: loaded module /nsm.ko"),
+            position(&o, "entropy: the kernel's random pool is initialized")
+        ) && before(
+            position(&o, "random: crng init done"),
+            position(&o, "entropy: the kernel's random pool is initialized")
+        ),
+        "the gate opened before the pool was ready"
+    );
+    check!(
+        o,
+        before(
+            position(&o, "entropy: the kernel's random pool is initialized"),
+            position(&o, "reader: started")
+        ),
+        "a service started before the pool was ready"
+    );
+    check!(
+        o,
+        o.service_output("reader").iter().any(|l| l.trim() == "16"),
+        "the service could not read /dev/random"
+    );
+    check!(
+        o,
+        o.enclave_ended(),
+        "the enclave did not end with a machine restart"
+    );
 }
