@@ -36,6 +36,9 @@ pub fn main() -> ExitCode {
 
 fn start() -> ExitCode {
     let is_pid1 = sys::getpid() == 1;
+    // What the caller left ignored and blocked, before init changes it: a
+    // one command keeps it.
+    let inherited = sys::inherited_signals();
     // Whatever dispositions the parent left (an ignored SIGCHLD would make
     // the kernel reap children behind init's back), then every signal
     // blocked: from here on they wait in the signalfd.
@@ -71,6 +74,20 @@ fn start() -> ExitCode {
         return answered(is_pid1, 0);
     }
     let boot = !args.no_boot;
+    if boot && is_pid1 && !sys::is_machine_init() {
+        // PID 1 of a container, not of a machine: there is no enclave to
+        // boot, and the boot would mount over the container's /dev, take
+        // its console and wait for a heartbeat. What was meant is a
+        // command, which is missing (tini and dumb-init say so too).
+        say(
+            &mut std::io::stderr(),
+            &format!(
+                "enclave-init: no command: in a container use --no-boot -- CMD [ARG...] (boot mode is for the init a kernel starts)\n\n{}",
+                cli::USAGE
+            ),
+        );
+        return ExitCode::from(2);
+    }
     if boot && !is_pid1 {
         say(
             &mut std::io::stderr(),
@@ -92,7 +109,7 @@ fn start() -> ExitCode {
         let (settings, report) = crate::boot::boot(&args, nofile);
         crate::boot::end(supervise(settings, report, &mask))
     } else {
-        no_boot(&args, &mask, nofile)
+        no_boot(&args, &mask, nofile, inherited)
     }
 }
 
@@ -132,11 +149,32 @@ fn supervise(
     }
 }
 
-fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet, nofile: Option<(u64, u64)>) -> ExitCode {
+fn no_boot(
+    args: &Args,
+    mask: &nix::sys::signal::SigSet,
+    nofile: Option<(u64, u64)>,
+    inherited: sys::InheritedSignals,
+) -> ExitCode {
     let path = load::config_path(args);
     let (config, diags) = load::config_for(&path, args);
-    console::set_level(config.log.level);
-    if let Err(e) = console::install_stdout() {
+    // One-command mode is silent but for errors, on stderr: stdout is the
+    // command's (tini's and dumb-init's contract).
+    let one_command = (!args.command.is_empty()).then_some(crate::model::OneCommand {
+        group: !args.single_child,
+        ignored: inherited.ignored,
+        blocked: inherited.blocked,
+    });
+    let level = match (&one_command, args.verbose) {
+        (Some(_), false) => Level::Error,
+        _ => config.log.level,
+    };
+    console::set_level(level);
+    let installed = if one_command.is_some() {
+        console::install_stderr()
+    } else {
+        console::install_stdout()
+    };
+    if let Err(e) = installed {
         console::log(
             Level::Warn,
             &format!("console: {e}; writing to stderr, which may block"),
@@ -146,7 +184,10 @@ fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet, nofile: Option<(u64, u6
     let extra = if args.command.is_empty() {
         Vec::new()
     } else {
-        vec![ServiceSpec::command_main(args.command.clone())]
+        let mut main = ServiceSpec::command_main(args.command.clone());
+        // The command starts where init was started (Docker's WORKDIR).
+        main.working_directory = std::env::current_dir().ok();
+        vec![main]
     };
     // No gate: a container's or a host's pool is long initialized.
     // (Debug builds: the tests' stand-in files.)
@@ -172,6 +213,7 @@ fn no_boot(args: &Args, mask: &nix::sys::signal::SigSet, nofile: Option<(u64, u6
         cgroup_root: crate::host::fault::cgroup_root(),
         nofile,
         entropy_gate,
+        one_command,
     };
     let mut supervisor = match Supervisor::new(settings, mask) {
         Ok(s) => s,

@@ -615,6 +615,7 @@ pub fn boot(args: &Args, nofile: Option<(u64, u64)>) -> (Settings, BootReport) {
         cgroup_root,
         nofile,
         entropy_gate,
+        one_command: None,
     };
     (settings, report)
 }

@@ -113,8 +113,16 @@ pub fn enabled(level: Level) -> bool {
 /// Takes over init's stdout for non-blocking writes, keeping its file
 /// description blocking for services with `StandardOutput=console`.
 pub fn install_stdout() -> io::Result<()> {
-    let stdout = io::stdout();
-    let fd = stdout.as_fd();
+    install_std(io::stdout().as_fd(), "/proc/self/fd/1")
+}
+
+/// The same with stderr: one-command mode keeps stdout for the command,
+/// as tini and dumb-init do.
+pub fn install_stderr() -> io::Result<()> {
+    install_std(io::stderr().as_fd(), "/proc/self/fd/2")
+}
+
+fn install_std(fd: std::os::fd::BorrowedFd<'_>, reopen: &str) -> io::Result<()> {
     let meta = nix::sys::stat::fstat(fd)?;
     let kind = meta.st_mode & libc::S_IFMT;
     let sink = if kind == libc::S_IFREG {
@@ -125,7 +133,7 @@ pub fn install_stdout() -> io::Result<()> {
         // Reopening gives a new file description, so O_NONBLOCK on it does
         // not leak to the services sharing fd 1.
         (
-            sys::open_nonblocking_writer(std::path::Path::new("/proc/self/fd/1"))?,
+            sys::open_nonblocking_writer(std::path::Path::new(reopen))?,
             Sink::Nonblocking,
         )
     };

@@ -96,6 +96,22 @@ pub struct Settings {
     pub nofile: Option<(u64, u64)>,
     /// Boot mode: services wait for the kernel's random pool.
     pub entropy_gate: Option<EntropyGate>,
+    /// `--no-boot -- CMD`: the command runs as tini and dumb-init run it.
+    pub one_command: Option<OneCommand>,
+}
+
+/// One-command mode (`--no-boot -- CMD`), whose contract is tini's and
+/// dumb-init's (README): init forwards the signals it gets to the command
+/// and exits with the command's status, on nobody's clock but the caller's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneCommand {
+    /// Forward to the command's whole process group (dumb-init's default)
+    /// rather than to the command alone (`--single-child`, tini's).
+    pub group: bool,
+    /// The signals init's caller left ignored and blocked (bit `n - 1` for
+    /// signal `n`), which the command keeps, as with tini.
+    pub ignored: u64,
+    pub blocked: u64,
 }
 
 /// The entropy gate: services start once `device` (the kernel's

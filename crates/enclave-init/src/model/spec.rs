@@ -120,6 +120,9 @@ pub struct ServiceSpec {
     pub stderr: Output,
     /// Keep init's stdin (the `-- CMD` service); others get `/dev/null`.
     pub inherit_stdin: bool,
+    /// Its exit status is init's result, not an error to report (the
+    /// `-- CMD` service): a non-zero exit is logged as information.
+    pub exit_is_the_result: bool,
 }
 
 impl ServiceSpec {
@@ -164,6 +167,7 @@ impl ServiceSpec {
             stdout: Output::Log,
             stderr: Output::Log,
             inherit_stdin: false,
+            exit_is_the_result: false,
         }
     }
 
@@ -187,6 +191,10 @@ impl ServiceSpec {
             success_action: EndAction::Exit,
             failure_action: EndAction::Exit,
             inherit_stdin: true,
+            exit_is_the_result: true,
+            // What it leaves behind is init's end's business (SIGTERM,
+            // and init goes: dumb-init's way), not a stop to wait for.
+            kill_mode: KillMode::Process,
             ..Self::new("main", argv)
         }
     }

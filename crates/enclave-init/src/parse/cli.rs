@@ -19,10 +19,14 @@ options:
   --config PATH           config file (env ENCLAVE_INIT_CONFIG; default /etc/enclave-init.toml)
   --service-dir DIR       service directory (overrides the config file)
   --control-socket PATH   initctl socket (overrides the config file)
-  -- CMD [ARG...]         with --no-boot: run CMD as service `main` and exit
-                          with its status (128+N when killed by signal N)
-  --version               print the version
-  --help                  print this help
+  -- CMD [ARG...]         with --no-boot: run CMD as tini and dumb-init do
+                          (signals forwarded, its exit status, silent) and
+                          exit with its status (128+N when killed by signal N)
+  --single-child          with -- CMD: forward signals to CMD alone, not to
+                          its whole process group
+  --verbose               with -- CMD: init's own lines too (on stderr)
+  -V, --version           print the version
+  -h, --help              print this help
 ";
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -35,6 +39,10 @@ pub struct Args {
     pub command: Vec<OsString>,
     pub help: bool,
     pub version: bool,
+    /// `--single-child`: signals to CMD alone (tini's way).
+    pub single_child: bool,
+    /// `--verbose`: init's own lines in one-command mode.
+    pub verbose: bool,
     /// Bare words a kernel passed on (boot mode logs and ignores them).
     pub ignored: Vec<OsString>,
 }
@@ -71,6 +79,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
             b"--service-dir" => out.service_dir = Some(value("--service-dir")?),
             b"--control-socket" => out.control_socket = Some(value("--control-socket")?),
             b"--help" | b"-h" if inline.is_none() => out.help = true,
+            b"--single-child" if inline.is_none() => out.single_child = true,
+            b"--verbose" if inline.is_none() => out.verbose = true,
             b"--version" | b"-V" if inline.is_none() => out.version = true,
             b"--" if inline.is_none() => {
                 out.command = iter.by_ref().collect();
@@ -91,6 +101,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
         }
     } else if !out.command.is_empty() {
         return Err("-- CMD needs --no-boot (in boot mode the command comes from /cmd)".into());
+    }
+    if out.command.is_empty() {
+        for (set, flag) in [
+            (out.single_child, "--single-child"),
+            (out.verbose, "--verbose"),
+        ] {
+            if set {
+                return Err(format!("{flag} needs --no-boot -- CMD"));
+            }
+        }
     }
     Ok(out)
 }
@@ -197,5 +217,22 @@ mod tests {
             p(&["--", "sh"]).unwrap_err(),
             "-- CMD needs --no-boot (in boot mode the command comes from /cmd)"
         );
+        assert_eq!(
+            p(&["--no-boot", "--single-child"]).unwrap_err(),
+            "--single-child needs --no-boot -- CMD"
+        );
+        assert_eq!(
+            p(&["--no-boot", "--verbose"]).unwrap_err(),
+            "--verbose needs --no-boot -- CMD"
+        );
+    }
+
+    #[test]
+    fn one_command_switches() {
+        let a = p(&["--no-boot", "--single-child", "--verbose", "--", "sh"]).unwrap();
+        assert!(a.single_child && a.verbose);
+        let a = p(&["--no-boot", "--", "sh", "--single-child"]).unwrap();
+        assert!(!a.single_child, "after -- every word is the command's");
+        assert_eq!(a.command, ["sh", "--single-child"]);
     }
 }

@@ -168,6 +168,7 @@ impl Supervisor {
             mode: settings.mode,
             stop_timeout: settings.config.shutdown.timeout,
             final_timeout: settings.config.shutdown.final_timeout,
+            wait_for_leftovers: settings.one_command.is_none(),
         });
         let mut supervisor = Self {
             settings,
@@ -267,7 +268,13 @@ impl Supervisor {
             }
             Ok(_) => {}
             Err(e) => console::log(
-                Level::Error,
+                // One-command mode is silent but for errors of the command;
+                // initctl is an opt-in there (`--verbose` shows this).
+                if self.settings.one_command.is_some() {
+                    Level::Warn
+                } else {
+                    Level::Error
+                },
                 &format!(
                     "control socket {}: {e}; initctl will not reach init",
                     socket_path.display()

@@ -43,6 +43,20 @@ impl Supervisor {
             self.settings.nofile,
         )
         .map_err(|e| failure(e.reason, e.status, e.transient))?;
+        if let (Some(one), Proc::Main, true) =
+            (&self.settings.one_command, proc, spec.exit_is_the_result)
+        {
+            // The one command: on a terminal, its foreground (tini's way);
+            // the caller's ignored and blocked signals kept.
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                launch.session = sys::Session::ForegroundOfStdin;
+            }
+            launch.signals = sys::InheritedSignals {
+                ignored: one.ignored,
+                blocked: one.blocked,
+            };
+        }
         let streams = spawn::streams(spec);
         if let Some(dir) = self.cgroup_of(name) {
             match std::fs::create_dir(&dir) {

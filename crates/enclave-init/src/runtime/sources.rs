@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The service of `-- CMD`.
+const ONE_COMMAND: &str = "main";
+
 impl Supervisor {
     /// Every signal the signalfd holds, read in batches; one reap for all
     /// the SIGCHLDs of a batch. A batch that did not fill the buffer took
@@ -34,6 +37,9 @@ impl Supervisor {
     }
 
     pub(super) fn on_signal(&mut self, signal: i32, sender: Pid) {
+        if signal != libc::SIGCHLD && self.forward_to_command(signal) {
+            return;
+        }
         match signal {
             // Reaped above, once for the whole batch.
             libc::SIGCHLD => {}
@@ -57,6 +63,39 @@ impl Supervisor {
                 &format!("ignoring {} from pid {sender}", spec::signal_name(other)),
             ),
         }
+    }
+
+    /// One-command mode: every signal init gets goes to the command (its
+    /// process group, unless `--single-child`), as tini and dumb-init do;
+    /// what it does with it is its business, and its exit status is
+    /// init's. A job-control stop is passed on, then init stops itself, as
+    /// dumb-init does (the kernel ignores that for PID 1). Whether the
+    /// signal went to the command (not when it is not running).
+    fn forward_to_command(&mut self, signal: i32) -> bool {
+        let Some(one) = &self.settings.one_command else {
+            return false;
+        };
+        let Some(pid) = self
+            .engine
+            .unit(ONE_COMMAND)
+            .and_then(|u| u.life.state.main_pid())
+        else {
+            return false;
+        };
+        let target = if one.group { -pid } else { pid };
+        match sys::kill(target, signal) {
+            Ok(()) => {}
+            // The group may be gone (the command exited, not yet reaped).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => console::log(
+                Level::Error,
+                &format!("forwarding {} to {target}: {e}", spec::signal_name(signal)),
+            ),
+        }
+        if matches!(signal, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) && !self.is_pid1 {
+            let _ = sys::kill(sys::getpid(), libc::SIGSTOP);
+        }
+        true
     }
 
     pub(super) fn on_timer(&mut self) {

@@ -52,6 +52,11 @@ pub struct Launch {
     pub stdin_inherit: bool,
     /// `cgroup.procs` of the service's cgroup, joined before exec.
     pub cgroup_procs: Option<PathBuf>,
+    /// A session of its own (services), or the terminal's foreground (the
+    /// one command on a terminal).
+    pub session: sys::Session,
+    /// Signals ignored and blocked at exec (the one command's caller's).
+    pub signals: sys::InheritedSignals,
 }
 
 /// A variable of a process's environment: bytes, as the kernel has them.
@@ -398,6 +403,8 @@ pub fn prepare(
         limits: rlimits(spec, nofile),
         stdin_inherit: spec.inherit_stdin,
         cgroup_procs: None,
+        session: sys::Session::New,
+        signals: sys::InheritedSignals::default(),
     })
 }
 
@@ -439,11 +446,13 @@ pub fn start(launch: Launch, stdout: Stream, stderr: Stream) -> Result<sys::Star
             launch.limits,
             launch.cgroup_procs.as_deref(),
         )
+        .map(|plan| plan.with(launch.session, launch.signals))
     })()
     .map_err(|e| failed(format!("exec {program}"), &e))?;
     sys::spawn(&plan).map_err(|(step, e)| match step {
         "exec" | "fork" => failed(format!("exec {program}"), &e),
         "chdir" => failed(format!("chdir {}", launch.cwd.display()), &e),
+        "tcsetpgrp" => failed("making it the terminal's foreground (tcsetpgrp)".into(), &e),
         step => failed(step.to_string(), &e),
     })
 }
@@ -510,6 +519,8 @@ mod tests {
             limits: vec![(libc::RLIMIT_NOFILE as sys::RlimitResource, 64, 64)],
             stdin_inherit: false,
             cgroup_procs: None,
+            session: sys::Session::New,
+            signals: sys::InheritedSignals::default(),
         }
     }
 

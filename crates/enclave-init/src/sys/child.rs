@@ -6,7 +6,9 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use super::{check, reset_signal_dispositions, set_signal_mask};
+use super::{
+    check, reset_signal_dispositions, set_ignored_disposition, set_signal_mask, InheritedSignals,
+};
 
 /// The user and groups a service runs as, resolved before fork.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,19 @@ pub type RlimitResource = libc::c_int;
 /// One rlimit to set in the child: (resource, soft, hard).
 pub type Rlimit = (RlimitResource, u64, u64);
 
+/// How the child stands towards sessions and terminals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// A session of its own (`setsid`): no terminal, its own process
+    /// group. Services.
+    New,
+    /// A process group of its own in init's session, made the foreground
+    /// group of the terminal on fd 0 (`tcsetpgrp`), as tini does: the
+    /// one command when init's stdin is a terminal. Its keys (Ctrl-C) and
+    /// reads reach it.
+    ForegroundOfStdin,
+}
+
 /// A process to start, as C data prepared in init: the child only reads
 /// it and makes raw system calls.
 pub struct ChildPlan {
@@ -39,9 +54,21 @@ pub struct ChildPlan {
     identity: Option<Identity>,
     limits: Vec<Rlimit>,
     cgroup_procs: Option<CString>,
+    session: Session,
+    /// What the child starts with: signals ignored and blocked (by default
+    /// none; the one command keeps what init's caller left).
+    signals: InheritedSignals,
 }
 
 impl ChildPlan {
+    /// The session and the signals of the one command (`new` gives a
+    /// service's: a session of its own, nothing ignored or blocked).
+    pub fn with(mut self, session: Session, signals: InheritedSignals) -> Self {
+        self.session = session;
+        self.signals = signals;
+        self
+    }
+
     /// Fails (EINVAL) when a string holds a NUL byte, which exec cannot
     /// pass, or when a descriptor cannot be moved above 2.
     #[allow(clippy::too_many_arguments)]
@@ -97,6 +124,8 @@ impl ChildPlan {
             identity,
             limits,
             cgroup_procs: cgroup_procs.map(path).transpose()?,
+            session: Session::New,
+            signals: InheritedSignals::default(),
         })
     }
 }
@@ -116,7 +145,7 @@ fn above_stdio(fd: Option<OwnedFd>) -> io::Result<Option<OwnedFd>> {
 }
 
 /// The child's steps, for the error message when one fails.
-const STEPS: [&str; 10] = [
+const STEPS: [&str; 11] = [
     "",
     "setsid",
     "setrlimit",
@@ -127,6 +156,7 @@ const STEPS: [&str; 10] = [
     "setuid",
     "sigprocmask",
     "exec",
+    "tcsetpgrp",
 ];
 
 /// Shared between init and its child, which runs in init's memory until it
@@ -306,15 +336,43 @@ fn child_steps(plan: &ChildPlan, cgroup_errno: &mut i32) -> usize {
             unsafe { libc::syscall(libc::SYS_close, fd) };
         }
     }
-    // Own session and process group: stopping the service signals it whole.
-    // SAFETY: no arguments.
-    if !ok(unsafe { libc::syscall(libc::SYS_setsid) }) {
-        return 1;
+    match plan.session {
+        // Own session and process group: stopping the service signals it
+        // whole.
+        Session::New => {
+            // SAFETY: no arguments.
+            if !ok(unsafe { libc::syscall(libc::SYS_setsid) }) {
+                return 1;
+            }
+        }
+        Session::ForegroundOfStdin => {
+            // SAFETY: integers: this process becomes its own group.
+            if !ok(unsafe { libc::syscall(libc::SYS_setpgid, 0, 0) }) {
+                return 1;
+            }
+            // SAFETY: no arguments.
+            let pgrp = unsafe { libc::syscall(libc::SYS_getpid) } as libc::pid_t;
+            // The foreground group of the terminal. Every signal is still
+            // blocked here, SIGTTOU included, so a background group may
+            // do this. A stdin that stopped being a terminal is no error:
+            // there is nothing to hand over.
+            // SAFETY: fd 0 and a pointer to a valid local pid.
+            let ret = unsafe { libc::ioctl(0, libc::TIOCSPGRP, &pgrp as *const libc::pid_t) };
+            if ret == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOTTY) {
+                return 10;
+            }
+        }
     }
     // Default dispositions: init reset its own at start, but one it set
     // since (none today) must not reach a service. Raw syscalls, because
     // libc's signal() refuses the signals it keeps (32 and 33 in glibc).
+    // The one command keeps what init's caller ignored, as tini does.
     reset_signal_dispositions();
+    for signal in 1..=64 {
+        if plan.signals.ignored & (1 << (signal - 1)) != 0 {
+            set_ignored_disposition(signal);
+        }
+    }
     for (resource, soft, hard) in &plan.limits {
         let rlim = libc::rlimit {
             rlim_cur: *soft,
@@ -367,9 +425,10 @@ fn child_steps(plan: &ChildPlan, cgroup_errno: &mut i32) -> usize {
     let cloexec = libc::CLOSE_RANGE_CLOEXEC;
     // SAFETY: integers.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, cloexec) };
-    // Init blocks every signal; the service starts with an empty mask, set
-    // last so that no signal is handled before exec.
-    if !ok(set_signal_mask(0)) {
+    // Init blocks every signal; the service starts with an empty mask (the
+    // one command: its caller's), set last so that no signal is handled
+    // before exec.
+    if !ok(set_signal_mask(plan.signals.blocked)) {
         return 8;
     }
     let (program, argv, envp) = (

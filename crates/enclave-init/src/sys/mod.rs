@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 mod child;
 
-pub use child::{spawn, ChildPlan, ChildStack, Identity, Rlimit, RlimitResource, Started};
+pub use child::{spawn, ChildPlan, ChildStack, Identity, Rlimit, RlimitResource, Session, Started};
 
 /// A process id, as the kernel has it.
 pub type Pid = i32;
@@ -264,6 +264,79 @@ struct KernelSigaction {
     flags: libc::c_ulong,
     restorer: usize,
     mask: u64,
+}
+
+/// What init's caller left: the signals ignored, and the blocked mask
+/// (the kernel's 64 bits). Read before init resets and blocks them, for a
+/// one-command child, which keeps them as tini's does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InheritedSignals {
+    /// Bit `n - 1` set: signal `n` was ignored.
+    pub ignored: u64,
+    pub blocked: u64,
+}
+
+pub fn inherited_signals() -> InheritedSignals {
+    let mut out = InheritedSignals::default();
+    for signal in 1..=64 {
+        let mut old = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: only the old action is asked for, into a valid local of
+        // the kernel's layout; the mask size is the kernel's (8 bytes).
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                std::ptr::null::<KernelSigaction>(),
+                &mut old as *mut KernelSigaction,
+                8usize,
+            )
+        };
+        // SIGPIPE: Rust's runtime ignores it before `main`, so what the
+        // caller chose is lost; the command gets the default.
+        if ret == 0 && old.handler == libc::SIG_IGN && signal != libc::SIGPIPE {
+            out.ignored |= 1 << (signal - 1);
+        }
+    }
+    let mut blocked = 0u64;
+    // SAFETY: no new mask; the old one is written to a valid 8-byte local.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            std::ptr::null::<u64>(),
+            &mut blocked as *mut u64,
+            8usize,
+        )
+    };
+    if ret == 0 {
+        out.blocked = blocked;
+    }
+    out
+}
+
+/// Ignores `signal` (raw, for the child between clone and exec).
+fn set_ignored_disposition(signal: i32) {
+    let action = KernelSigaction {
+        handler: libc::SIG_IGN,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: as in `set_default_disposition`.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signal,
+            &action as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        );
+    }
 }
 
 fn set_default_disposition(signal: i32) {

@@ -759,8 +759,15 @@ impl Life {
         now: Instant,
         out: &mut Actions,
     ) {
+        // A spawn failure was logged as an error already; a command whose
+        // exit is init's result (`-- CMD`) did not fail init.
+        let level = if spec.exit_is_the_result || matches!(failure, Failure::Spawn { .. }) {
+            Level::Info
+        } else {
+            Level::Error
+        };
         out.push(Action::Log(
-            Level::Error,
+            level,
             format!("failed: {}", failure.describe()),
         ));
         let status = failure.status();

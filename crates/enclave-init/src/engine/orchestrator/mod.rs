@@ -37,6 +37,10 @@ pub struct Settings {
     pub stop_timeout: Duration,
     /// `shutdown.final_timeout`: the bound on a whole shutdown.
     pub final_timeout: Duration,
+    /// After the services, wait for the processes left (SIGTERM, then
+    /// SIGKILL after `stop_timeout`). One-command mode does not: like
+    /// dumb-init it sends them SIGTERM and ends at once.
+    pub wait_for_leftovers: bool,
 }
 
 /// What a service waits for the scheduler to do: the explicit form of

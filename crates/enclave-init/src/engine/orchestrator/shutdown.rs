@@ -107,6 +107,9 @@ impl Engine {
                 ));
                 out.push(Effect::SignalRemaining(libc::SIGTERM));
                 out.push(Effect::SignalRemaining(libc::SIGCONT));
+                if !self.settings.wait_for_leftovers {
+                    return self.finish(out);
+                }
                 let timeout = self.settings.stop_timeout;
                 if let Some(s) = self.shutdown.as_mut() {
                     s.phase = Phase::Term;

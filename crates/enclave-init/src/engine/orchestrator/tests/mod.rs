@@ -16,6 +16,7 @@ fn settings(mode: Mode) -> Settings {
         mode,
         stop_timeout: Duration::from_secs(10),
         final_timeout: Duration::from_secs(300),
+        wait_for_leftovers: true,
     }
 }
 
@@ -641,6 +642,29 @@ fn shutdown_stops_in_reverse_order_then_signals_what_remains_then_ends() {
     assert_eq!(w.finished, Some(Ending::Poweroff));
     // Finished: nothing more happens.
     assert!(w.engine.handle(Input::Tick, at(999_999)).is_empty());
+}
+
+/// One-command mode, as dumb-init: when the command has exited, what it
+/// left behind gets SIGTERM and init ends at once, on no clock of its own.
+#[test]
+fn without_waiting_for_leftovers_the_end_follows_their_sigterm_at_once() {
+    let mut main = spec("main");
+    main.success_action = EndAction::Exit;
+    main.failure_action = EndAction::Exit;
+    let mut w = World::new(Mode::NoBoot);
+    w.engine = Engine::new(Settings {
+        wait_for_leftovers: false,
+        ..settings(Mode::NoBoot)
+    });
+    w.feed(Input::Load(ServiceSet {
+        services: vec![main],
+        broken: BTreeSet::new(),
+    }));
+    let pid = w.pid("main").unwrap();
+    w.exit(pid, Exit::Code(7));
+    assert!(w.log.contains(&Effect::SignalRemaining(libc::SIGTERM)));
+    assert!(!w.log.contains(&Effect::SignalRemaining(libc::SIGKILL)));
+    assert_eq!(w.finished, Some(Ending::Exit(7)));
 }
 
 #[test]
