@@ -139,6 +139,25 @@ fn inner_pid(unshare: u32) -> Option<u32> {
     None
 }
 
+/// One byte from `out`, within `bound` (poll, then read).
+fn read_byte(out: &std::process::ChildStdout, bound: Duration) -> Option<u8> {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: out.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(bound.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, ms) } != 1 {
+        return None;
+    }
+    let mut byte = 0u8;
+    // SAFETY: reading one byte into a valid local from an open fd.
+    let n = unsafe { libc::read(out.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
+    (n == 1).then_some(byte)
+}
+
 /// A peer as PID 1 of a new PID namespace with one sleeping child, settled
 /// (300 ms: a measurement's warm-up, not a synchronisation).
 fn spawn_peer(c: &Contender) -> Result<(std::process::Child, u32), String> {
@@ -444,6 +463,67 @@ impl Bench {
         Ok(())
     }
 
+    /// SIGUSR1 to init until the command's handler writes a byte: what
+    /// forwarding costs, for each contender as PID 1 of its namespace, in
+    /// rounds that alternate them.
+    fn signal_round_trip(&mut self) -> Result<(), String> {
+        const CHILD: &str = "import os, signal\nsignal.signal(signal.SIGUSR1, lambda *a: os.write(1, b'x'))\nos.write(1, b'r')\nwhile True:\n    signal.pause()\n";
+        let contenders = self.contenders();
+        let mut running = Vec::new();
+        for c in &contenders {
+            let mut child = Command::new("unshare")
+                .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+                .args(&c.prefix)
+                .args(["python3", "-c", CHILD])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("unshare: {e}"))?;
+            let out = child.stdout.take().ok_or("stdout")?;
+            let pid = inner_pid(child.id()).ok_or("init did not start")?;
+            read_byte(&out, Duration::from_secs(30))
+                .ok_or_else(|| format!("{}: the command did not start", c.name))?;
+            running.push((child, out, pid));
+        }
+        let reps = self.reps(300, 30);
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); running.len()];
+        for rep in 0..reps {
+            let count = running.len();
+            for i in (0..count).map(|k| (k + rep) % count) {
+                let Some((_, out, pid)) = running.get(i) else {
+                    continue;
+                };
+                let start = Instant::now();
+                // SAFETY: kill(2) on the namespace's init this bench started.
+                unsafe { libc::kill(*pid as i32, libc::SIGUSR1) };
+                read_byte(out, Duration::from_secs(10)).ok_or_else(|| {
+                    format!(
+                        "{}: the signal did not reach the command",
+                        contenders[i].name
+                    )
+                })?;
+                samples[i].push(start.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        for ((mut child, _, pid), (c, s)) in running.into_iter().zip(contenders.iter().zip(samples))
+        {
+            // SAFETY: as above; the namespace goes with its init.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = child.kill();
+            let _ = child.wait();
+            self.push(
+                "11. signal round trip: SIGUSR1 to init, to the command's handler",
+                c.name,
+                "us",
+                s,
+                true,
+                "",
+            );
+        }
+        Ok(())
+    }
+
     fn idle_wakeups(&mut self) -> Result<(), String> {
         let window = Duration::from_secs(if self.quick { 3 } else { 10 });
         let services: Vec<(String, String)> = (0..10)
@@ -701,9 +781,10 @@ impl Bench {
     /// `only` is empty).
     pub fn run(&mut self, only: &[String]) -> Result<(), String> {
         type Step = fn(&mut Bench) -> Result<(), String>;
-        let steps: [(&str, Step); 9] = [
+        let steps: [(&str, Step); 10] = [
             ("start-to-exit", Bench::start_to_exit),
             ("reaping", Bench::reaping),
+            ("signal round trip", Bench::signal_round_trip),
             ("restart rate", Bench::restart_rate),
             ("restart precision", Bench::restart_precision),
             ("idle wakeups", Bench::idle_wakeups),
