@@ -116,39 +116,74 @@ pub fn load_dir(dir: &Path) -> Loaded {
         files.push((name.to_string(), path));
     }
     files.sort();
+    // `name@.service` is a template: a service only through its instances,
+    // which are files (links to it, as `systemctl enable` makes) or names
+    // in other services' `Wants=`/`Requires=`.
+    let (templates, files): (Vec<_>, Vec<_>) =
+        files.into_iter().partition(|(name, _)| name.ends_with('@'));
     for (name, path) in files {
-        // A panic in the parser (or in a crate it uses) costs this one
-        // file, never the others nor init.
-        let result = crate::host::panics::catch(|| {
-            crate::host::fault::point("load", &name);
-            read_file(&path).map(|text| service::parse(&path, &name, &text))
-        });
-        match result {
-            Ok(Ok((result, diags))) => {
-                loaded.diagnostics.extend(diags);
-                match result {
-                    Ok(spec) => loaded.services.push(spec),
-                    Err(()) => loaded.broken.push(name),
-                }
-            }
-            Ok(Err(reason)) => {
-                loaded
-                    .diagnostics
-                    .push(Diagnostic::error(&path, None, None, reason));
-                loaded.broken.push(name);
-            }
-            Err(panic) => {
-                loaded.diagnostics.push(Diagnostic::error(
-                    &path,
-                    None,
-                    None,
-                    format!("internal error while reading it: {panic}"),
-                ));
-                loaded.broken.push(name);
+        load_one(&mut loaded, &name, &path);
+    }
+    for _ in 0..16 {
+        let wanted: Vec<(String, PathBuf)> = loaded
+            .services
+            .iter()
+            .flat_map(|s| s.requires.iter().chain(&s.wants))
+            .filter(|n| {
+                !loaded.services.iter().any(|s| &s.name == *n) && !loaded.broken.contains(n)
+            })
+            .filter_map(|n| {
+                let (prefix, _) = n.split_once('@')?;
+                let template = format!("{prefix}@");
+                let (_, path) = templates.iter().find(|(t, _)| *t == template)?;
+                Some((n.clone(), path.clone()))
+            })
+            .collect();
+        if wanted.is_empty() {
+            break;
+        }
+        for (name, path) in wanted {
+            if !loaded.services.iter().any(|s| s.name == name) && !loaded.broken.contains(&name) {
+                load_one(&mut loaded, &name, &path);
             }
         }
     }
+    loaded.services.sort_by(|a, b| a.name.cmp(&b.name));
     loaded
+}
+
+/// Reads and parses one service file into `loaded`.
+fn load_one(loaded: &mut Loaded, name: &str, path: &Path) {
+    // A panic in the parser (or in a crate it uses) costs this one file,
+    // never the others nor init.
+    let result = crate::host::panics::catch(|| {
+        crate::host::fault::point("load", name);
+        read_file(path).map(|text| service::parse(path, name, &text))
+    });
+    match result {
+        Ok(Ok((result, diags))) => {
+            loaded.diagnostics.extend(diags);
+            match result {
+                Ok(spec) => loaded.services.push(spec),
+                Err(()) => loaded.broken.push(name.to_string()),
+            }
+        }
+        Ok(Err(reason)) => {
+            loaded
+                .diagnostics
+                .push(Diagnostic::error(path, None, None, reason));
+            loaded.broken.push(name.to_string());
+        }
+        Err(panic) => {
+            loaded.diagnostics.push(Diagnostic::error(
+                path,
+                None,
+                None,
+                format!("internal error while reading it: {panic}"),
+            ));
+            loaded.broken.push(name.to_string());
+        }
+    }
 }
 
 /// Reads a service file: bounded, never blocking (see [`crate::host::files`]);
@@ -246,6 +281,55 @@ mod tests {
                 .iter()
                 .any(|t| t.starts_with(&format!("{d}/bad.service:1: "))),
             "{texts:#?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn templates_give_instances_through_links_and_dependencies() {
+        let dir = std::env::temp_dir().join(format!("ei-tmpl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let template = "[Service]\nExecStart=/bin/echo %i %I\n";
+        std::fs::write(dir.join("pg@.service"), template).unwrap();
+        std::os::unix::fs::symlink("pg@.service", dir.join("pg@15-main.service")).unwrap();
+        std::fs::write(
+            dir.join("web@.service"),
+            template.replace("[Service]", "[Unit]\nWants=pg@16-b.service\n[Service]"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("unused@.service"), template).unwrap();
+        std::fs::write(
+            dir.join("app.service"),
+            "ExecStart = \"/bin/app\"\nWants = [\"web@1\", \"gone@x\"]\n",
+        )
+        .unwrap();
+        let loaded = load_dir(&dir);
+        let got: Vec<(&str, Vec<String>)> = loaded
+            .services
+            .iter()
+            .map(|s| {
+                let argv = s
+                    .exec_start
+                    .argv
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned());
+                (s.name.as_str(), argv.collect())
+            })
+            .collect();
+        let want: Vec<(&str, Vec<String>)> = [
+            ("app", vec!["/bin/app"]),
+            ("pg@15-main", vec!["/bin/echo", "15-main", "15/main"]),
+            ("pg@16-b", vec!["/bin/echo", "16-b", "16/b"]),
+            ("web@1", vec!["/bin/echo", "1", "1"]),
+        ]
+        .into_iter()
+        .map(|(n, a)| (n, a.into_iter().map(str::to_string).collect()))
+        .collect();
+        assert_eq!(got, want);
+        assert!(
+            loaded.broken.is_empty() && loaded.diagnostics.is_empty(),
+            "{loaded:#?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -68,12 +68,32 @@ pub enum SuccessStatus {
     Signal(i32),
 }
 
-/// A command of `ExecStartPre`/`ExecStop`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A command line of a service (`ExecStart`, `ExecStartPre`, ...), with
+/// the meanings of systemd's prefixes that apply here.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Command {
     pub argv: Vec<OsString>,
-    /// A leading `-`: the command's failure is ignored.
+    /// `-`: the command's failure is ignored.
     pub ignore_failure: bool,
+    /// `@`: the program is `argv[0]`, and this is what it sees as its
+    /// `argv[0]`.
+    pub argv0: Option<OsString>,
+    /// `+`: runs as root, whatever `User=`/`Group=` say.
+    pub privileged: bool,
+    /// systemd's `$NAME` and `${NAME}` are replaced from the process's
+    /// environment when it starts (unit files without the `:` prefix; TOML
+    /// files never).
+    pub expand: bool,
+}
+
+impl Command {
+    /// `argv` as it is: no prefix, no expansion.
+    pub fn new(argv: Vec<OsString>) -> Self {
+        Self {
+            argv,
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +107,7 @@ pub struct EnvironmentFile {
 pub struct ServiceSpec {
     pub name: String,
     /// Bytes, not text: `/cmd` and `-- CMD` pass through unchanged.
-    pub exec_start: Vec<OsString>,
+    pub exec_start: Command,
     pub exec_start_pre: Vec<Command>,
     pub exec_stop: Vec<Command>,
     pub environment: Vec<(String, String)>,
@@ -136,7 +156,7 @@ impl ServiceSpec {
     pub fn new(name: &str, argv: Vec<OsString>) -> Self {
         Self {
             name: name.to_string(),
-            exec_start: argv,
+            exec_start: Command::new(argv),
             exec_start_pre: Vec::new(),
             exec_stop: Vec::new(),
             environment: Vec::new(),

@@ -8,4 +8,5 @@ pub mod diag;
 pub mod legacy;
 pub mod service;
 pub mod toml_keys;
+pub mod unit;
 pub mod words;

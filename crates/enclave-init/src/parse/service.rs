@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::model::spec::*;
 use crate::parse::diag::Diagnostic;
-use crate::parse::toml_keys::{self, KeyValue};
+use crate::parse::toml_keys;
 use crate::parse::words;
 
 /// Every key a service file may have, for the unknown-key warning.
@@ -81,127 +81,192 @@ const OUTPUTS: &[(&str, Output)] = &[
     ("null", Output::Null),
 ];
 
-/// Parses one service file. `Err` holds the errors that keep it from
-/// loading; warnings (unknown keys) come back in both cases.
+/// Parses one service file: TOML, or systemd's own syntax when its first
+/// section is `[Unit]`, `[Service]` or `[Install]` (see [`super::unit`]).
+/// `Err` holds the errors that keep it from loading; warnings (unknown
+/// keys) come back in both cases.
 pub fn parse(path: &Path, name: &str, text: &str) -> (Result<ServiceSpec, ()>, Vec<Diagnostic>) {
-    let mut diags = Vec::new();
     if text.trim().is_empty() {
-        diags.push(Diagnostic::error(
-            path,
-            None,
-            None,
-            "empty file: ExecStart is required",
-        ));
-        return (Err(()), diags);
+        let diag = Diagnostic::error(path, None, None, "empty file: ExecStart is required");
+        return (Err(()), vec![diag]);
     }
-    let entries = match toml_keys::parse_flat(text) {
-        Ok(e) => e,
+    if super::unit::is_unit_syntax(text) {
+        return super::unit::parse(path, name, text);
+    }
+    let mut b = Builder::new(path, name);
+    match toml_keys::parse_flat(text) {
+        Ok(entries) => {
+            for entry in &entries {
+                b.set(&entry.key, entry.line, &entry.value);
+            }
+        }
         Err(e) => {
-            diags.push(Diagnostic::error(path, e.line, None, e.message));
-            return (Err(()), diags);
+            let diag = Diagnostic::error(path, e.line, None, e.message);
+            return (Err(()), vec![diag]);
         }
-    };
-    let mut spec = ServiceSpec::new(name, Vec::new());
-    let mut stderr_inherits = true;
-    let mut lines = BTreeMap::new();
-    let mut failed = false;
-    for entry in &entries {
-        lines.insert(entry.key.as_str(), entry.line);
-        match apply(&mut spec, entry, &mut stderr_inherits) {
-            Ok(true) => {}
+    }
+    b.finish()
+}
+
+/// A [`ServiceSpec`] being built from a file's keys, whatever its syntax,
+/// with the diagnostics so far. The checks that span keys are in
+/// [`Builder::finish`].
+pub(super) struct Builder<'a> {
+    path: &'a Path,
+    name: &'a str,
+    pub spec: ServiceSpec,
+    stderr_inherits: bool,
+    /// The line of each key that was set.
+    lines: BTreeMap<String, usize>,
+    failed: bool,
+    diags: Vec<Diagnostic>,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(path: &'a Path, name: &'a str) -> Self {
+        Self {
+            path,
+            name,
+            spec: ServiceSpec::new(name, Vec::new()),
+            stderr_inherits: true,
+            lines: BTreeMap::new(),
+            failed: false,
+            diags: Vec::new(),
+        }
+    }
+
+    /// Sets a key from its value; an unknown key is a warning naming it.
+    pub fn set(&mut self, key: &str, line: usize, value: &toml::Value) {
+        match apply(&mut self.spec, key, value, &mut self.stderr_inherits) {
+            Ok(true) => {
+                self.lines.insert(key.to_string(), line);
+            }
             Ok(false) => {
-                let hint = KEYS
-                    .iter()
-                    .find(|k| k.eq_ignore_ascii_case(&entry.key) || similar(k, &entry.key))
-                    .map(|k| format!(" (did you mean {k}?)"))
-                    .unwrap_or_default();
-                diags.push(Diagnostic::warning(
-                    path,
-                    Some(entry.line),
-                    Some(&entry.key),
-                    format!("unknown key, ignored{hint}"),
-                ));
+                let hint = suggestion(key);
+                self.warning(Some(line), Some(key), format!("unknown key, ignored{hint}"));
             }
-            Err(reason) => {
-                failed = true;
-                diags.push(Diagnostic::error(
-                    path,
-                    Some(entry.line),
-                    Some(&entry.key),
-                    reason,
-                ));
-            }
+            Err(reason) => self.error(Some(line), Some(key), reason),
         }
     }
-    if stderr_inherits {
-        spec.stderr = spec.stdout;
+
+    /// Sets a key through `f`, for values the caller has already read.
+    pub fn set_with(
+        &mut self,
+        key: &str,
+        line: usize,
+        f: impl FnOnce(&mut ServiceSpec) -> Result<(), String>,
+    ) {
+        match f(&mut self.spec) {
+            Ok(()) => {
+                self.lines.insert(key.to_string(), line);
+            }
+            Err(reason) => self.error(Some(line), Some(key), reason),
+        }
     }
-    if !lines.contains_key("ExecStart") {
-        failed = true;
-        diags.push(Diagnostic::error(
-            path,
-            None,
-            Some("ExecStart"),
-            "missing: every service needs a command",
-        ));
+
+    /// An error: the file will not load.
+    pub fn error(&mut self, line: Option<usize>, key: Option<&str>, reason: impl Into<String>) {
+        self.failed = true;
+        self.diags
+            .push(Diagnostic::error(self.path, line, key, reason));
     }
-    if spec.service_type == ServiceType::Oneshot
-        && matches!(
-            spec.restart,
-            RestartPolicy::Always | RestartPolicy::OnSuccess
-        )
-    {
-        failed = true;
-        diags.push(Diagnostic::error(
-            path,
-            lines.get("Restart").copied(),
-            Some("Restart"),
-            "always and on-success are not allowed for Type=oneshot (systemd refuses them too)",
-        ));
+
+    pub fn warning(&mut self, line: Option<usize>, key: Option<&str>, reason: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::warning(self.path, line, key, reason));
     }
-    if let Some(max) = spec.restart_max_delay {
-        if max < spec.restart_sec {
-            failed = true;
-            diags.push(Diagnostic::error(
-                path,
-                lines.get("RestartMaxDelaySec").copied(),
-                Some("RestartMaxDelaySec"),
-                "must not be shorter than RestartSec",
+
+    /// The file cannot be read at all: its diagnostics so far, and no
+    /// checks that span keys.
+    pub fn abandon(self) -> (Result<ServiceSpec, ()>, Vec<Diagnostic>) {
+        (Err(()), self.diags)
+    }
+
+    /// The checks that span keys, then the result.
+    pub fn finish(mut self) -> (Result<ServiceSpec, ()>, Vec<Diagnostic>) {
+        if self.stderr_inherits {
+            self.spec.stderr = self.spec.stdout;
+        }
+        let spec = &self.spec;
+        let mut errors: Vec<(Option<usize>, &str, String)> = Vec::new();
+        if !self.lines.contains_key("ExecStart")
+            && self
+                .diags
+                .iter()
+                .all(|d| d.key.as_deref() != Some("ExecStart"))
+        {
+            errors.push((
+                None,
+                "ExecStart",
+                "missing: every service needs a command".into(),
             ));
         }
-    }
-    for (key, list) in [
-        ("After", &spec.after),
-        ("Before", &spec.before),
-        ("Requires", &spec.requires),
-        ("Wants", &spec.wants),
-    ] {
-        if list.iter().any(|n| n == name) {
-            failed = true;
-            diags.push(Diagnostic::error(
-                path,
-                lines.get(key).copied(),
-                Some(key),
-                format!("service {name} cannot depend on itself"),
+        if spec.service_type == ServiceType::Oneshot
+            && matches!(
+                spec.restart,
+                RestartPolicy::Always | RestartPolicy::OnSuccess
+            )
+        {
+            errors.push((
+                self.lines.get("Restart").copied(),
+                "Restart",
+                "always and on-success are not allowed for Type=oneshot (systemd refuses them too)"
+                    .into(),
             ));
         }
+        if let Some(max) = spec.restart_max_delay {
+            if max < spec.restart_sec {
+                errors.push((
+                    self.lines.get("RestartMaxDelaySec").copied(),
+                    "RestartMaxDelaySec",
+                    "must not be shorter than RestartSec".into(),
+                ));
+            }
+        }
+        for (key, list) in [
+            ("After", &spec.after),
+            ("Before", &spec.before),
+            ("Requires", &spec.requires),
+            ("Wants", &spec.wants),
+        ] {
+            if list.iter().any(|n| n == self.name) {
+                errors.push((
+                    self.lines.get(key).copied(),
+                    key,
+                    format!("service {} cannot depend on itself", self.name),
+                ));
+            }
+        }
+        for (line, key, reason) in errors {
+            self.failed = true;
+            self.diags
+                .push(Diagnostic::error(self.path, line, Some(key), reason));
+        }
+        if self.failed {
+            (Err(()), self.diags)
+        } else {
+            (Ok(self.spec), self.diags)
+        }
     }
-    if failed {
-        (Err(()), diags)
-    } else {
-        (Ok(spec), diags)
-    }
+}
+
+/// " (did you mean Restart?)" for a key one typo away from a known one.
+pub(super) fn suggestion(key: &str) -> String {
+    KEYS.iter()
+        .find(|k| k.eq_ignore_ascii_case(key) || similar(k, key))
+        .map(|k| format!(" (did you mean {k}?)"))
+        .unwrap_or_default()
 }
 
 /// Sets one key. `Ok(false)`: the key is unknown.
 fn apply(
     spec: &mut ServiceSpec,
-    entry: &KeyValue,
+    key: &str,
+    v: &toml::Value,
     stderr_inherits: &mut bool,
 ) -> Result<bool, String> {
-    let v = &entry.value;
-    match entry.key.as_str() {
-        "ExecStart" => spec.exec_start = exec_start(v)?,
+    match key {
+        "ExecStart" => spec.exec_start = Command::new(exec_start(v)?),
         "ExecStartPre" => spec.exec_start_pre = commands(v)?,
         "ExecStop" => spec.exec_stop = commands(v)?,
         "Environment" => spec.environment = environment(v)?,
@@ -325,8 +390,8 @@ fn commands(value: &toml::Value) -> Result<Vec<Command>, String> {
                 return Err(format!("command {}: empty command", i + 1));
             }
             Ok(Command {
-                argv: argv.into_iter().map(OsString::from).collect(),
                 ignore_failure,
+                ..Command::new(argv.into_iter().map(OsString::from).collect())
             })
         })
         .collect()

@@ -67,17 +67,19 @@ StandardOutput = "console"
 StandardError = "null"
 "#,
     );
-    assert_eq!(s.exec_start, ["/bin/app", "--name", "a b"]);
+    assert_eq!(s.exec_start.argv, ["/bin/app", "--name", "a b"]);
     assert_eq!(
         s.exec_start_pre,
         [
             Command {
                 argv: vec!["/bin/setup".into(), "one".into()],
-                ignore_failure: false
+                ignore_failure: false,
+                ..Default::default()
             },
             Command {
                 argv: vec!["/bin/optional".into()],
-                ignore_failure: true
+                ignore_failure: true,
+                ..Default::default()
             },
         ]
     );
@@ -85,7 +87,8 @@ StandardError = "null"
         s.exec_stop,
         [Command {
             argv: vec!["/bin/app".into(), "stop".into()],
-            ignore_failure: false
+            ignore_failure: false,
+            ..Default::default()
         }]
     );
     assert_eq!(
@@ -165,7 +168,7 @@ StandardError = "null"
 #[test]
 fn other_valid_forms() {
     let s = parse_ok("ExecStart = [\"/bin/echo\", \"a b\", \"\"]\nEnvironment = \"A=1 'B=two words'\"\nKillSignal = 9\nSuccessExitStatus = \"1 2 TERM\"\nStandardOutput = \"null\"\n");
-    assert_eq!(s.exec_start, ["/bin/echo", "a b", ""]);
+    assert_eq!(s.exec_start.argv, ["/bin/echo", "a b", ""]);
     assert_eq!(
         s.environment,
         [("A".into(), "1".into()), ("B".into(), "two words".into())]

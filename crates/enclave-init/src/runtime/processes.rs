@@ -17,12 +17,12 @@ impl Supervisor {
             return Err(failure("service vanished".into(), 1, false));
         };
         let spec = &unit.spec;
-        let argv = match proc {
+        let command = match proc {
             Proc::Main => Some(&spec.exec_start),
-            Proc::Pre(i) => spec.exec_start_pre.get(i).map(|c| &c.argv),
-            Proc::Stop(i) => spec.exec_stop.get(i).map(|c| &c.argv),
+            Proc::Pre(i) => spec.exec_start_pre.get(i),
+            Proc::Stop(i) => spec.exec_stop.get(i),
         };
-        let Some(argv) = argv else {
+        let Some(command) = command else {
             return Err(failure(format!("no command for {proc:?}"), 1, false));
         };
         let mut extra: Vec<spawn::Var> = Vec::new();
@@ -38,7 +38,7 @@ impl Supervisor {
             &self.settings.root,
             &self.settings.base_env,
             spec,
-            argv,
+            command,
             &extra,
             self.settings.nofile,
         )

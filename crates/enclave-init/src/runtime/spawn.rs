@@ -9,7 +9,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::model::spec::{Output, Resource, ServiceSpec};
+use crate::model::spec::{Command, Output, Resource, ServiceSpec};
 use crate::sys::{self, Identity};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -363,21 +363,38 @@ pub fn rlimits(spec: &ServiceSpec, nofile: Option<(u64, u64)>) -> Vec<sys::Rlimi
     limits
 }
 
-/// Prepares the process for `argv` of `spec`.
+/// Prepares the process for `command` of `spec`.
 pub fn prepare(
     root: &Path,
     base_env: &[Var],
     spec: &ServiceSpec,
-    argv: &[OsString],
+    command: &Command,
     extra_env: &[Var],
     nofile: Option<(u64, u64)>,
 ) -> Result<Launch, SpawnError> {
-    let (identity, user) = resolve_identity(root, spec.user.as_deref(), spec.group.as_deref())?;
+    let (identity, user) = if command.privileged {
+        (None, None)
+    } else {
+        resolve_identity(root, spec.user.as_deref(), spec.group.as_deref())?
+    };
     let env = environment(base_env, spec, user.as_ref(), extra_env)?;
+    let mut argv = if command.expand {
+        crate::parse::words::expand(&command.argv, |name| {
+            env.iter()
+                .find(|(k, _)| k.as_bytes() == name)
+                .map(|(_, v)| v.clone())
+        })
+    } else {
+        command.argv.clone()
+    };
     let first = argv
         .first()
         .ok_or_else(|| SpawnError::new("empty command".into(), 127))?;
     let program = find_program(first, &env)?;
+    if let Some(argv0) = &command.argv0 {
+        argv.remove(0);
+        argv.insert(0, argv0.clone());
+    }
     let cwd = spec
         .working_directory
         .clone()
@@ -396,7 +413,7 @@ pub fn prepare(
     }
     Ok(Launch {
         program,
-        argv: argv.to_vec(),
+        argv,
         env,
         cwd,
         identity,

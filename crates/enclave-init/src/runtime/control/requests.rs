@@ -103,6 +103,7 @@ pub fn info(svc: &Unit, logs: Option<&LogRing>, recent: usize) -> ServiceInfo {
         command: svc
             .spec
             .exec_start
+            .argv
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),

@@ -10,14 +10,17 @@ fn exec_start_pre_runs_in_order_and_gates_the_start() {
         Command {
             argv: vec!["/bin/a".into()],
             ignore_failure: false,
+            ..Default::default()
         },
         Command {
             argv: vec!["/bin/b".into()],
             ignore_failure: true,
+            ..Default::default()
         },
         Command {
             argv: vec!["/bin/c".into()],
             ignore_failure: false,
+            ..Default::default()
         },
     ];
     let mut life = Life::new(at(0));
@@ -58,6 +61,7 @@ fn exec_stop_runs_before_the_kill_signal() {
     s.exec_stop = vec![Command {
         argv: vec!["/bin/stop".into()],
         ignore_failure: false,
+        ..Default::default()
     }];
     let mut life = running(&s, 20);
     assert_eq!(
@@ -96,6 +100,7 @@ fn exec_stop_that_hangs_is_killed_and_the_signal_follows() {
     s.exec_stop = vec![Command {
         argv: vec!["/bin/stop".into()],
         ignore_failure: false,
+        ..Default::default()
     }];
     let mut life = running(&s, 20);
     life.handle(&s, Event::Stop, at(0));

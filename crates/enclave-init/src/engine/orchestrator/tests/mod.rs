@@ -377,6 +377,7 @@ fn world_in(state: &str) -> World {
     pre.exec_start_pre = vec![crate::model::spec::Command {
         argv: vec!["/bin/pre".into()],
         ignore_failure: false,
+        ..Default::default()
     }];
     let mut notify = s.clone();
     notify.service_type = ServiceType::Notify;
@@ -520,7 +521,7 @@ fn every_request_in_every_state_ends_where_it_says() {
 fn reload_adds_removes_and_changes_and_a_revert_is_a_change_back() {
     let v = |n: u32| {
         let mut s = spec("app");
-        s.exec_start = vec![format!("/bin/app-v{n}").into()];
+        s.exec_start.argv = vec![format!("/bin/app-v{n}").into()];
         s
     };
     let reload = |w: &mut World, services: Vec<ServiceSpec>| {
@@ -564,6 +565,7 @@ fn a_pid_reused_within_one_batch_goes_to_its_new_owner() {
     a.exec_start_pre = vec![crate::model::spec::Command {
         argv: vec!["/bin/pre".into()],
         ignore_failure: false,
+        ..Default::default()
     }];
     let mut w = World::with(Mode::NoBoot, vec![a, spec("b")]);
     let pre = w.spawned("a")[0];

@@ -25,7 +25,7 @@ fn any_sequence_of_reloads_runs_the_file_as_it_last_was() {
         let mut n = Numbers(seed);
         let version = |n: &mut Numbers, name: &str| {
             let mut s = spec(name);
-            s.exec_start = vec![format!("/bin/{name}-v{}", n.next(3)).into()];
+            s.exec_start.argv = vec![format!("/bin/{name}-v{}", n.next(3)).into()];
             s
         };
         let names = ["a", "b", "c"];
