@@ -140,6 +140,17 @@ pub struct ServiceSpec {
     pub stderr: Output,
     /// Keep init's stdin (the `-- CMD` service); others get `/dev/null`.
     pub inherit_stdin: bool,
+    /// `UMask=`: `None` keeps init's (0022).
+    pub umask: Option<u32>,
+    /// `RuntimeDirectory=`: under `/run`, made before the start, owned by
+    /// `User`/`Group`, removed once the service is down.
+    pub runtime_directory: Vec<String>,
+    pub runtime_directory_mode: u32,
+    /// `StateDirectory=`: under `/var/lib`, made before the start, kept.
+    pub state_directory: Vec<String>,
+    pub state_directory_mode: u32,
+    /// `PIDFile=`: where a `Type=forking` daemon writes its main pid.
+    pub pid_file: Option<PathBuf>,
     /// Its exit status is init's result, not an error to report (the
     /// `-- CMD` service): a non-zero exit is logged as information.
     pub exit_is_the_result: bool,
@@ -187,6 +198,12 @@ impl ServiceSpec {
             stdout: Output::Log,
             stderr: Output::Log,
             inherit_stdin: false,
+            umask: None,
+            runtime_directory: Vec::new(),
+            runtime_directory_mode: 0o755,
+            state_directory: Vec::new(),
+            state_directory_mode: 0o755,
+            pid_file: None,
             exit_is_the_result: false,
         }
     }

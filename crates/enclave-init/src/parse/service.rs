@@ -48,6 +48,12 @@ pub const KEYS: &[&str] = &[
     "Wants",
     "StandardOutput",
     "StandardError",
+    "UMask",
+    "RuntimeDirectory",
+    "RuntimeDirectoryMode",
+    "StateDirectory",
+    "StateDirectoryMode",
+    "PIDFile",
 ];
 
 const TYPES: &[(&str, ServiceType)] = &[
@@ -330,9 +336,66 @@ fn apply(
                 *stderr_inherits = false;
             }
         }
+        "UMask" => spec.umask = Some(mode(v, 0o777)?),
+        "RuntimeDirectory" => spec.runtime_directory = directories(v)?,
+        "RuntimeDirectoryMode" => spec.runtime_directory_mode = mode(v, 0o7777)?,
+        "StateDirectory" => spec.state_directory = directories(v)?,
+        "StateDirectoryMode" => spec.state_directory_mode = mode(v, 0o7777)?,
+        "PIDFile" => {
+            // systemd: a relative path is below /run.
+            let file = toml_keys::string(v)?;
+            if file.is_empty() || file.contains('\0') {
+                return Err(format!("invalid path {file:?}"));
+            }
+            spec.pid_file = Some(Path::new("/run").join(file));
+        }
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// An octal mode, `"0027"` or TOML's `0o027`, at most `max`.
+fn mode(value: &toml::Value, max: u32) -> Result<u32, String> {
+    let parsed = match value {
+        toml::Value::String(s) => u32::from_str_radix(s.trim(), 8).ok(),
+        toml::Value::Integer(n) => u32::try_from(*n).ok(),
+        other => {
+            return Err(format!(
+                "expected an octal mode such as \"0755\", found {}",
+                other.type_str()
+            ))
+        }
+    };
+    parsed.filter(|m| *m <= max).ok_or_else(|| {
+        let shown = match value {
+            toml::Value::String(s) => format!("{s:?}"),
+            toml::Value::Integer(n) => format!("{n:o} (octal)"),
+            other => other.type_str().to_string(),
+        };
+        format!("invalid mode {shown}: expected octal digits, at most {max:o}")
+    })
+}
+
+/// `RuntimeDirectory=`/`StateDirectory=`: relative paths, no `..`.
+fn directories(value: &toml::Value) -> Result<Vec<String>, String> {
+    let items = match value {
+        toml::Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
+        _ => toml_keys::strings(value)?,
+    };
+    for dir in &items {
+        let bad = dir.is_empty()
+            || dir.starts_with('/')
+            || dir.contains('\0')
+            || dir
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..");
+        if bad {
+            return Err(format!(
+                "invalid directory {dir:?}: a relative path without . or .. parts"
+            ));
+        }
+    }
+    Ok(items)
 }
 
 /// systemd's timeouts: `0` disables the timeout, as `infinity` does

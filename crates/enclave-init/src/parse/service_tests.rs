@@ -314,3 +314,29 @@ fn zero_and_infinity_mean_what_systemd_says() {
     );
     assert_eq!(s.restart_max_delay, Some(Duration::MAX));
 }
+
+#[test]
+fn directories_umask_and_pid_file() {
+    let s = parse_ok(
+        "ExecStart = \"/bin/d\"\nUMask = \"0027\"\nRuntimeDirectory = \"redis other/sub\"\n\
+         RuntimeDirectoryMode = 0o2755\nStateDirectory = [\"db\"]\nStateDirectoryMode = \"700\"\nPIDFile = \"d.pid\"\n",
+    );
+    assert_eq!(s.umask, Some(0o027));
+    assert_eq!(s.runtime_directory, ["redis", "other/sub"]);
+    assert_eq!(s.runtime_directory_mode, 0o2755);
+    assert_eq!(s.state_directory, ["db"]);
+    assert_eq!(s.state_directory_mode, 0o700);
+    assert_eq!(s.pid_file, Some(std::path::PathBuf::from("/run/d.pid")));
+    let s = parse_ok("ExecStart = \"/bin/d\"\nPIDFile = \"/var/run/d.pid\"\n");
+    assert_eq!(s.pid_file, Some(std::path::PathBuf::from("/var/run/d.pid")));
+    for (text, want) in [
+        ("UMask = \"0999\"", "key UMask: invalid mode \"0999\": expected octal digits, at most 777"),
+        ("UMask = 1024", "key UMask: invalid mode 2000 (octal): expected octal digits, at most 777"),
+        ("RuntimeDirectory = \"/run/x\"", "key RuntimeDirectory: invalid directory \"/run/x\": a relative path without . or .. parts"),
+        ("StateDirectory = \"a/../b\"", "key StateDirectory: invalid directory \"a/../b\": a relative path without . or .. parts"),
+        ("PIDFile = \"\"", "key PIDFile: invalid path \"\""),
+    ] {
+        let errs = errors(&format!("ExecStart = \"/bin/d\"\n{text}\n"));
+        assert!(errs.iter().any(|e| e.ends_with(want)), "{text}: {errs:#?}");
+    }
+}

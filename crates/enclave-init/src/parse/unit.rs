@@ -398,6 +398,12 @@ const SERVICE_KEYS: &[(&str, Kind)] = &[
     ("FailureAction", Kind::Text),
     ("StandardOutput", Kind::Text),
     ("StandardError", Kind::Text),
+    ("UMask", Kind::Text),
+    ("RuntimeDirectory", Kind::Words),
+    ("RuntimeDirectoryMode", Kind::Text),
+    ("StateDirectory", Kind::Words),
+    ("StateDirectoryMode", Kind::Text),
+    ("PIDFile", Kind::Text),
 ];
 
 const UNIT_KEYS: &[(&str, Kind)] = &[

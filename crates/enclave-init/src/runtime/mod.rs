@@ -497,6 +497,14 @@ impl Supervisor {
                 Effect::Noise(noise) => self.noise(noise),
                 Effect::Answer(answer) => fed.answers.push(answer),
                 Effect::Reloaded(diff) => fed.reloaded = Some(diff),
+                Effect::Cleanup {
+                    service,
+                    runtime_directories,
+                } => {
+                    for problem in spawn::remove_runtime_directories(&runtime_directories) {
+                        console::log(Level::Warn, &format!("{service}: {problem}"));
+                    }
+                }
                 Effect::Forget(name) => {
                     self.logs.remove(&name);
                 }

@@ -34,6 +34,10 @@ impl Supervisor {
         if let (Proc::Stop(_), Some(pid)) = (proc, unit.life.state.main_pid()) {
             extra.push(("MAINPID".into(), pid.to_string().into()));
         }
+        if matches!(proc, Proc::Pre(_) | Proc::Main) {
+            spawn::make_directories(&self.settings.root, spec)
+                .map_err(|e| failure(e.reason, e.status, e.transient))?;
+        }
         let mut launch = spawn::prepare(
             &self.settings.root,
             &self.settings.base_env,

@@ -57,6 +57,7 @@ pub struct Launch {
     pub session: sys::Session,
     /// Signals ignored and blocked at exec (the one command's caller's).
     pub signals: sys::InheritedSignals,
+    pub umask: Option<u32>,
 }
 
 /// A variable of a process's environment: bytes, as the kernel has them.
@@ -86,6 +87,15 @@ pub fn environment(
         set("USER".as_ref(), u.name.as_ref());
         set("LOGNAME".as_ref(), u.name.as_ref());
         set("SHELL".as_ref(), u.shell.as_ref());
+    }
+    for (key, base, dirs) in [
+        ("RUNTIME_DIRECTORY", RUNTIME_BASE, &spec.runtime_directory),
+        ("STATE_DIRECTORY", STATE_BASE, &spec.state_directory),
+    ] {
+        if !dirs.is_empty() {
+            let paths: Vec<String> = dirs.iter().map(|d| format!("{base}/{d}")).collect();
+            set(key.as_ref(), paths.join(":").as_ref());
+        }
     }
     for (k, v) in &spec.environment {
         set(k.as_ref(), v.as_ref());
@@ -422,7 +432,81 @@ pub fn prepare(
         cgroup_procs: None,
         session: sys::Session::New,
         signals: sys::InheritedSignals::default(),
+        umask: spec.umask,
     })
+}
+
+/// Where `RuntimeDirectory=` and `StateDirectory=` entries live.
+pub const RUNTIME_BASE: &str = "/run";
+pub const STATE_BASE: &str = "/var/lib";
+
+/// Makes the service's `RuntimeDirectory=` and `StateDirectory=` entries
+/// that do not exist (and their parents), owned by `User`/`Group` with
+/// their mode, as systemd does before a start. An existing one gets its
+/// owner and mode again.
+pub fn make_directories(root: &Path, spec: &ServiceSpec) -> Result<(), SpawnError> {
+    if spec.runtime_directory.is_empty() && spec.state_directory.is_empty() {
+        return Ok(());
+    }
+    let (identity, _) = resolve_identity(root, spec.user.as_deref(), spec.group.as_deref())?;
+    let owner = identity.map(|id| (id.uid, id.gid));
+    let sets = [
+        (
+            RUNTIME_BASE,
+            &spec.runtime_directory,
+            spec.runtime_directory_mode,
+            "RuntimeDirectory",
+        ),
+        (
+            STATE_BASE,
+            &spec.state_directory,
+            spec.state_directory_mode,
+            "StateDirectory",
+        ),
+    ];
+    for (base, dirs, mode, key) in sets {
+        for dir in dirs.iter() {
+            let path = Path::new(base).join(dir);
+            let made = std::fs::create_dir_all(&path)
+                .and_then(|()| {
+                    let meta = std::fs::symlink_metadata(&path)?;
+                    if !meta.is_dir() {
+                        return Err(std::io::Error::from_raw_os_error(libc::ENOTDIR));
+                    }
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                })
+                .and_then(|()| match owner {
+                    Some((uid, gid)) => std::os::unix::fs::lchown(&path, Some(uid), Some(gid)),
+                    None => Ok(()),
+                });
+            if let Err(e) = made {
+                return Err(SpawnError::new(
+                    format!("{key} {}: {}", path.display(), io_message(&e)),
+                    1,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the service's `RuntimeDirectory=` entries (the service is
+/// down). What cannot be removed is the reason.
+pub fn remove_runtime_directories(dirs: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for dir in dirs {
+        let path = Path::new(RUNTIME_BASE).join(dir);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(format!(
+                "RuntimeDirectory {}: {}",
+                path.display(),
+                io_message(&e)
+            )),
+        }
+    }
+    problems
 }
 
 /// Starts the process. Returns its pid once exec has succeeded; a failed
@@ -463,7 +547,10 @@ pub fn start(launch: Launch, stdout: Stream, stderr: Stream) -> Result<sys::Star
             launch.limits,
             launch.cgroup_procs.as_deref(),
         )
-        .map(|plan| plan.with(launch.session, launch.signals))
+        .map(|plan| {
+            plan.with(launch.session, launch.signals)
+                .with_umask(launch.umask)
+        })
     })()
     .map_err(|e| failed(format!("exec {program}"), &e))?;
     sys::spawn(&plan).map_err(|(step, e)| match step {
@@ -538,6 +625,7 @@ mod tests {
             cgroup_procs: None,
             session: sys::Session::New,
             signals: sys::InheritedSignals::default(),
+            umask: None,
         }
     }
 

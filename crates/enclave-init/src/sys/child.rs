@@ -58,6 +58,8 @@ pub struct ChildPlan {
     /// What the child starts with: signals ignored and blocked (by default
     /// none; the one command keeps what init's caller left).
     signals: InheritedSignals,
+    /// `UMask=`; `None`: init's own.
+    umask: Option<u32>,
 }
 
 impl ChildPlan {
@@ -66,6 +68,12 @@ impl ChildPlan {
     pub fn with(mut self, session: Session, signals: InheritedSignals) -> Self {
         self.session = session;
         self.signals = signals;
+        self
+    }
+
+    /// The file mode creation mask the child execs with.
+    pub fn with_umask(mut self, umask: Option<u32>) -> Self {
+        self.umask = umask;
         self
     }
 
@@ -126,6 +134,7 @@ impl ChildPlan {
             cgroup_procs: cgroup_procs.map(path).transpose()?,
             session: Session::New,
             signals: InheritedSignals::default(),
+            umask: None,
         })
     }
 }
@@ -396,6 +405,10 @@ fn child_steps(plan: &ChildPlan, cgroup_errno: &mut i32) -> usize {
                 return 3;
             }
         }
+    }
+    if let Some(mask) = plan.umask {
+        // SAFETY: an integer; umask cannot fail.
+        unsafe { libc::syscall(libc::SYS_umask, mask) };
     }
     // SAFETY: a valid C string.
     if !ok(unsafe { libc::syscall(libc::SYS_chdir, plan.cwd.as_ptr()) }) {

@@ -273,6 +273,13 @@ pub enum Effect {
     Reloaded(ReloadDiff),
     /// A removed service is gone: drop what the loop keeps for it.
     Forget(String),
+    /// The service went down (stopped, ended, failed, or waiting for a
+    /// restart): remove what init made for its run, its
+    /// `RuntimeDirectory=` entries (below `/run`).
+    Cleanup {
+        service: String,
+        runtime_directories: Vec<String>,
+    },
     /// Init's end: the loop stops and init ends this way.
     Finish(Ending),
 }

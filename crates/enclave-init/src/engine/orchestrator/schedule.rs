@@ -220,6 +220,19 @@ impl Engine {
                 | State::Stopping { .. }
                 | State::Exited { active: true }
         );
+        let down = matches!(
+            now_state,
+            State::Failed { .. }
+                | State::Stopped
+                | State::Exited { active: false }
+                | State::Waiting { .. }
+        );
+        if down && !unit.spec.runtime_directory.is_empty() {
+            out.push(Effect::Cleanup {
+                service: name.to_string(),
+                runtime_directories: unit.spec.runtime_directory.clone(),
+            });
+        }
         if went_down && was_up {
             let why = now_state.name();
             let dependents: Vec<String> = unit.deps.required_by.iter().cloned().collect();
