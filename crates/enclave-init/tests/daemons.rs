@@ -6,7 +6,7 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::{wait_until, Builder};
+use common::{wait_until, As, Builder};
 
 /// `nobody` of the test machine's `/etc/passwd`: (uid, gid).
 fn nobody() -> (u32, u32) {
@@ -45,4 +45,103 @@ fn a_unit_file_gets_its_runtime_and_state_directories_and_umask() {
     assert!(state.is_dir(), "a state directory is kept");
     let _ = std::fs::remove_dir_all(&run);
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// A classic daemon: the start command forks a child that leaves the
+/// session (`setsid`) and exits at once; the child writes its PID file
+/// only once `go` exists (after the start command is gone).
+fn forking_daemon(dir: &Path, pid_file: &Path, go: &Path) -> std::path::PathBuf {
+    let script = dir.join("daemon.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nsetsid sh -c 'while [ ! -e {go} ]; do sleep 0.02; done; echo $$ > {pid}; echo daemon-up $$; exec sleep 1000' </dev/null &\necho starter-done\nexit 0\n",
+            go = go.display(),
+            pid = pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn a_forking_daemon_is_tracked_through_its_pid_file_written_late() {
+    let b = Builder::new("forking").how(As::Subreaper);
+    let (pid_file, go) = (b.dir().join("d.pid"), b.dir().join("go"));
+    let script = forking_daemon(b.dir(), &pid_file, &go);
+    let unit = format!(
+        "[Service]\nType=forking\nPIDFile={}\nExecStart={}\n",
+        pid_file.display(),
+        script.display()
+    );
+    let init = b.service("d", &unit).start();
+    init.wait_for("starter-done");
+    init.wait_socket();
+    wait_until("the start command reaped", || {
+        init.status("d")["state"] == "starting"
+            && init.initctl(&["status", "d", "--json"]).status.success()
+    });
+    assert_eq!(
+        init.status("d")["pid"],
+        serde_json::Value::Null,
+        "no main pid before the PID file"
+    );
+    std::fs::write(&go, "").unwrap();
+    init.wait_for("daemon-up");
+    let daemon: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    init.wait_for(&format!("d: main process {daemon}"));
+    let status = init.status("d");
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["pid"], daemon);
+    // A stop reaches the daemon that left the start command's session.
+    assert!(init.initctl(&["stop", "d"]).status.success());
+    init.wait_for("d: stopped");
+    assert!(!alive(daemon), "the daemon is gone after a stop");
+    assert!(!pid_file.exists(), "its PID file is removed");
+    // A start again gives one daemon, not a second copy beside a survivor
+    // (`initctl start` returns once it runs: the PID file is read at once).
+    assert!(init.initctl(&["start", "d"]).status.success());
+    init.wait_count("daemon-up", 2);
+    wait_until("running again", || init.status("d")["state"] == "running");
+}
+
+#[test]
+fn a_forking_daemon_without_a_pid_file_is_guessed_or_fails_saying_why() {
+    // It stays in the start command's session: the one process left.
+    let unit = "[Service]\nType=forking\nExecStart=/bin/sh -c 'sh -c \"echo kept-in-session; exec sleep 1000\" </dev/null & echo starter-done'\n";
+    let init = Builder::new("guess")
+        .how(As::Subreaper)
+        .service("g", unit)
+        .start();
+    init.wait_for("starter-done");
+    init.wait_socket();
+    wait_until("running", || init.status("g")["state"] == "running");
+    let pid = init.status("g")["pid"].as_i64().unwrap() as i32;
+    assert!(alive(pid));
+    assert!(init.initctl(&["stop", "g"]).status.success());
+    init.wait_for("g: stopped");
+    assert!(!alive(pid));
+
+    // Nothing left: the service fails with a reason that names the fix.
+    let unit = "[Service]\nType=forking\nExecStart=/bin/true\n";
+    let init = Builder::new("guessnone")
+        .how(As::Subreaper)
+        .service("n", unit)
+        .start();
+    init.wait_for("n: the start command (pid ");
+    init.wait_for("left no process to supervise: set PIDFile=");
+    init.wait_socket();
+    wait_until("failed", || init.status("n")["state"] == "failed");
 }

@@ -11,6 +11,9 @@ pub enum ServiceType {
     Simple,
     Oneshot,
     Notify,
+    /// The start command forks the daemon and exits; the daemon's pid comes
+    /// from `PIDFile=` or is guessed.
+    Forking,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

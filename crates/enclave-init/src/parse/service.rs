@@ -60,6 +60,10 @@ const TYPES: &[(&str, ServiceType)] = &[
     ("simple", ServiceType::Simple),
     ("oneshot", ServiceType::Oneshot),
     ("notify", ServiceType::Notify),
+    ("forking", ServiceType::Forking),
+    // systemd's exec: ready once exec succeeded, which is what a start
+    // here always waits for.
+    ("exec", ServiceType::Simple),
 ];
 const RESTARTS: &[(&str, RestartPolicy)] = &[
     ("no", RestartPolicy::No),

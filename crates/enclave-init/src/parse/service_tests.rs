@@ -207,7 +207,7 @@ fn every_bad_value_names_file_line_and_key() {
         ("ExecStart = \"a\"\nUser = \"a b\"", "/service/web.service:2: key User: invalid name \"a b\""),
         ("ExecStart = \"a\"\nGroup = -1", "/service/web.service:2: key Group: id -1 is out of range"),
         ("ExecStart = \"a\"\nGroup = true", "/service/web.service:2: key Group: expected a name or a number, found boolean"),
-        ("ExecStart = \"a\"\nType = \"forking\"", "/service/web.service:2: key Type: invalid value \"forking\": expected one of simple, oneshot, notify"),
+        ("ExecStart = \"a\"\nType = \"dbus\"", "/service/web.service:2: key Type: invalid value \"dbus\": expected one of simple, oneshot, notify, forking, exec"),
         ("ExecStart = \"a\"\nRemainAfterExit = \"yes\"", "/service/web.service:2: key RemainAfterExit: expected true or false, found string"),
         ("ExecStart = \"a\"\nTimeoutStartSec = \"x\"", "/service/web.service:2: key TimeoutStartSec: invalid duration \"x\": expected a number at \"x\""),
         ("ExecStart = \"a\"\nRestart = \"sometimes\"", "/service/web.service:2: key Restart: invalid value \"sometimes\": expected one of no, always, on-success, on-failure, on-abnormal, on-abort"),

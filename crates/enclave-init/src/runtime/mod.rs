@@ -36,6 +36,7 @@ use control::{Control, Step, Task, Token, View};
 use notify::NotifySocket;
 
 pub mod control;
+mod daemons;
 mod entropy;
 pub mod notify;
 mod pipes;
@@ -56,6 +57,7 @@ const TOKEN_CONSOLE: u64 = 3;
 const TOKEN_NOTIFY: u64 = 4;
 const TOKEN_CONTROL: u64 = 5;
 const TOKEN_ENTROPY: u64 = 6;
+const TOKEN_PID_FILES: u64 = 7;
 const TOKEN_KIND: u64 = 0xffff << 48;
 const TOKEN_PIPE: u64 = 1 << 48;
 const TOKEN_CLIENT: u64 = 2 << 48;
@@ -119,6 +121,8 @@ pub struct Supervisor {
     services_loaded: bool,
     /// How init came up, for `initctl boot`.
     boot_report: BootReport,
+    /// PID files of forking daemons not written yet.
+    pid_files: daemons::PidFiles,
 }
 
 /// Builds the error of a failed setup step: `epoll_create: ...`.
@@ -206,6 +210,7 @@ impl Supervisor {
                 .into(),
                 ..BootReport::default()
             },
+            pid_files: daemons::PidFiles::default(),
         };
         if let Some(fd) = supervisor.console_fd {
             // EPERM for regular files: those never block, no need to watch.
@@ -437,6 +442,7 @@ impl Supervisor {
             TOKEN_NOTIFY => self.on_notify(),
             TOKEN_CONTROL => self.on_control_accept(),
             TOKEN_ENTROPY => self.on_entropy(),
+            TOKEN_PID_FILES => self.on_pid_files(),
             t if t & TOKEN_KIND == TOKEN_CLIENT => self.on_control_client(t, flags),
             t if t & TOKEN_KIND == TOKEN_PIPE => self.on_pipe(t),
             other => console::log(Level::Warn, &format!("event for unknown token {other}")),
@@ -487,6 +493,7 @@ impl Supervisor {
                     group,
                     signal,
                 } => self.signal_service(&service, pid, group, signal),
+                Effect::FindMainPid { service, starter } => self.find_main_pid(service, starter),
                 Effect::SignalRemaining(signal) => {
                     self.signal_remaining(signal);
                     // With nothing left to signal no SIGCHLD will come:
@@ -500,9 +507,15 @@ impl Supervisor {
                 Effect::Cleanup {
                     service,
                     runtime_directories,
+                    pid_file,
                 } => {
                     for problem in spawn::remove_runtime_directories(&runtime_directories) {
                         console::log(Level::Warn, &format!("{service}: {problem}"));
+                    }
+                    // A stale PID file would name a pid the next start
+                    // could take for its daemon (systemd removes it too).
+                    if let Some(file) = pid_file {
+                        let _ = std::fs::remove_file(file);
                     }
                 }
                 Effect::Forget(name) => {

@@ -197,6 +197,7 @@ impl Supervisor {
     /// has one (which also holds processes that left the process group),
     /// else its process group.
     pub(super) fn signal_service(&self, name: &str, pid: Pid, group: bool, signal: i32) {
+        let pid = if group { self.group_of(name, pid) } else { pid };
         if let (true, Some(dir)) = (group, self.cgroup_of(name)) {
             if dir.is_dir() {
                 if signal == libc::SIGKILL {
@@ -221,6 +222,24 @@ impl Supervisor {
         signal_process(name, pid, group, signal);
     }
 
+    /// The process group to signal for `pid`: its own number, since every
+    /// process init starts leads its group (setsid), except a forking
+    /// daemon, which may live on in its start command's group. Its group
+    /// is asked for only while it is the live main process (init's unreaped
+    /// child, so its number cannot have been reused); never init's own.
+    fn group_of(&self, name: &str, pid: Pid) -> Pid {
+        let forked_main = self.engine.unit(name).is_some_and(|u| {
+            u.spec.service_type == ServiceType::Forking && u.life.state.main_pid() == Some(pid)
+        });
+        if !forked_main {
+            return pid;
+        }
+        sys::getpgid(pid)
+            .ok()
+            .filter(|g| *g > 1 && sys::getpgid(0).ok() != Some(*g))
+            .unwrap_or(pid)
+    }
+
     pub(super) fn group_exists(&self, name: &str, pgid: Pid) -> bool {
         match self.cgroup_of(name) {
             Some(dir) if dir.is_dir() => cgroup_populated(&dir) || group_exists(pgid),
@@ -238,7 +257,7 @@ fn kill_cgroup(dir: &Path) -> std::io::Result<()> {
         .write_all(b"1")
 }
 
-fn cgroup_members(dir: &Path) -> Vec<Pid> {
+pub(super) fn cgroup_members(dir: &Path) -> Vec<Pid> {
     std::fs::read_to_string(dir.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()

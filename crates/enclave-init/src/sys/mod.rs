@@ -6,7 +6,7 @@
 //! child was already reaped, losing its exit.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 mod child;
 
@@ -54,6 +54,29 @@ pub fn reap_one() -> io::Result<Option<(Pid, WaitStatus)>> {
 pub fn kill(pid: Pid, signal: i32) -> io::Result<()> {
     // SAFETY: kill takes plain integers and touches no memory of ours.
     check(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+/// A non-blocking, close-on-exec inotify instance.
+pub fn inotify_init() -> io::Result<OwnedFd> {
+    // SAFETY: flags only; the new fd is owned by the OwnedFd made from it.
+    let fd = check(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Watches `dir` for files created, written and closed, or moved in.
+pub fn inotify_watch_dir(fd: BorrowedFd<'_>, dir: &std::path::Path) -> io::Result<()> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mask = libc::IN_CREATE | libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO;
+    // SAFETY: a valid fd and C string.
+    check(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) }).map(drop)
+}
+
+/// `getpgid(2)`: the process group of `pid`.
+pub fn getpgid(pid: Pid) -> io::Result<Pid> {
+    // SAFETY: an integer.
+    check(unsafe { libc::getpgid(pid) })
 }
 
 pub fn getpid() -> Pid {

@@ -186,6 +186,9 @@ pub enum Proc {
 pub enum StartStep {
     Pre(usize),
     Main,
+    /// `Type=forking`: the start command (this pid, and its process group)
+    /// exited successfully; the daemon's main pid is being looked for.
+    Forked(Pid),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +286,7 @@ impl State {
             State::Running { pid } => Some(*pid),
             State::Stopping { main, .. } => *main,
             State::Starting {
-                step: StartStep::Pre(_),
+                step: StartStep::Pre(_) | StartStep::Forked(_),
                 ..
             }
             | State::Stopped
@@ -335,6 +338,11 @@ pub enum Action {
     Log(Level, String),
     /// `SuccessAction`/`FailureAction`, with the status `exit` uses.
     End(EndAction, i32),
+    /// Find the forked daemon's main pid (`PIDFile=`, or a guess among
+    /// what the start command left); the answer comes back as `MainPid`.
+    FindMainPid {
+        starter: Pid,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,6 +372,8 @@ pub enum Event {
     GroupEmpty,
     /// `now` reached the state's deadline.
     Deadline,
+    /// The forked daemon's main pid, or why it could not be found.
+    MainPid(Result<Pid, String>),
     /// The supervisor will not start it: a dependency failed, is missing,
     /// or is part of a cycle.
     Refuse {
@@ -383,6 +393,7 @@ impl Event {
             Event::Exited { .. } => "an exit",
             Event::GroupEmpty => "an emptied process group",
             Event::Deadline => "a deadline",
+            Event::MainPid(_) => "a main pid",
             Event::Refuse { .. } => "a refused start",
         }
     }
@@ -450,6 +461,7 @@ impl Life {
             } => self.on_exited(spec, pid, exit, group_alive, now, &mut out),
             Event::GroupEmpty => self.on_group_empty(spec, now, &mut out),
             Event::Deadline => self.on_deadline(spec, now, &mut out),
+            Event::MainPid(found) => self.on_main_pid(spec, found, now, &mut out),
             Event::Refuse { reason } => self.on_refuse(spec, reason, now, &mut out),
         }
         out

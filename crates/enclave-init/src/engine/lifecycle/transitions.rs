@@ -51,6 +51,15 @@ impl Life {
             | State::Running { pid } => {
                 self.begin_stop(spec, pid, then, now, out);
             }
+            // The start command forked and ended; whatever it left is
+            // stopped through its group (its cgroup).
+            State::Starting {
+                step: StartStep::Forked(starter),
+                ..
+            } => {
+                self.send_group_kill_signal(spec, starter, out);
+                self.enter_stopping(spec, None, None, StopPhase::Signal, then, now);
+            }
             State::Starting { pid: None, .. } => self.set(State::Stopped, now),
             State::Stopping { .. } => {
                 // A stop on request overrides a pending decision about an
@@ -72,7 +81,7 @@ impl Life {
         self.transient_failures = 0;
         match &mut self.state {
             State::Starting {
-                step,
+                step: step @ (StartStep::Pre(_) | StartStep::Main),
                 pid: pid @ None,
                 ..
             } => {
@@ -88,6 +97,8 @@ impl Life {
                             self.set(State::Running { pid: new_pid }, now);
                         }
                     }
+                    // Excluded by the pattern above.
+                    StartStep::Forked(_) => {}
                 }
             }
             State::Stopping {
@@ -96,6 +107,10 @@ impl Life {
                 ..
             } => *control = Some(new_pid),
             State::Starting { pid: Some(_), .. }
+            | State::Starting {
+                step: StartStep::Forked(_),
+                ..
+            }
             | State::Stopping { .. }
             | State::Stopped
             | State::Running { .. }
@@ -238,15 +253,12 @@ impl Life {
                         return;
                     }
                 }
-                let step = if i + 1 < spec.exec_start_pre.len() {
-                    StartStep::Pre(i + 1)
+                let (step, proc) = if i + 1 < spec.exec_start_pre.len() {
+                    (StartStep::Pre(i + 1), Proc::Pre(i + 1))
                 } else {
-                    StartStep::Main
+                    (StartStep::Main, Proc::Main)
                 };
-                out.push(Action::Spawn(match step {
-                    StartStep::Pre(n) => Proc::Pre(n),
-                    StartStep::Main => Proc::Main,
-                }));
+                out.push(Action::Spawn(proc));
                 self.set(
                     State::Starting {
                         step,
@@ -255,6 +267,32 @@ impl Life {
                     },
                     now,
                 );
+            }
+            State::Starting {
+                step: StartStep::Main,
+                pid: Some(p),
+                deadline,
+            } if p == pid && spec.service_type == ServiceType::Forking => {
+                // The start command of a forking daemon is done: the daemon
+                // is what it left, found through PIDFile= or a guess.
+                self.last_exit = Some(exit);
+                if matches!(self.outcome_of_main(spec, exit), Outcome::Success(_)) {
+                    out.push(Action::Log(
+                        Level::Debug,
+                        format!("start command {}", exit.describe()),
+                    ));
+                    out.push(Action::FindMainPid { starter: pid });
+                    self.set(
+                        State::Starting {
+                            step: StartStep::Forked(pid),
+                            pid: None,
+                            deadline,
+                        },
+                        now,
+                    );
+                } else {
+                    self.main_ended(spec, pid, exit, group_alive, now, out);
+                }
             }
             State::Starting {
                 step: StartStep::Main,
@@ -375,6 +413,10 @@ impl Life {
                         });
                         self.enter_stopping(spec, None, Some(pid), StopPhase::Signal, then, now);
                     }
+                    (StartStep::Forked(starter), _) => {
+                        self.send_group_kill_signal(spec, starter, out);
+                        self.enter_stopping(spec, None, None, StopPhase::Signal, then, now);
+                    }
                     (StartStep::Pre(_) | StartStep::Main, None) => {
                         self.settle(spec, Outcome::Failure(Failure::StartTimeout), now, out)
                     }
@@ -443,6 +485,41 @@ impl Life {
             }
             State::Stopped
             | State::Running { .. }
+            | State::Exited { .. }
+            | State::Failed { .. } => {}
+        }
+    }
+
+    pub(super) fn on_main_pid(
+        &mut self,
+        spec: &ServiceSpec,
+        found: Result<Pid, String>,
+        now: Instant,
+        out: &mut Actions,
+    ) {
+        match self.state.clone() {
+            State::Starting {
+                step: StartStep::Forked(starter),
+                ..
+            } => match found {
+                Ok(pid) => {
+                    out.push(Action::Log(Level::Info, format!("main process {pid}")));
+                    self.set(State::Running { pid }, now);
+                }
+                Err(reason) => {
+                    out.push(Action::Log(Level::Error, reason.clone()));
+                    let failure = Failure::Spawn { reason, status: 1 };
+                    let then = AfterStop::Ended(Outcome::Failure(failure));
+                    self.send_group_kill_signal(spec, starter, out);
+                    self.enter_stopping(spec, None, None, StopPhase::Signal, then, now);
+                }
+            },
+            // Stopped or timed out meanwhile: the answer is stale.
+            State::Starting { .. }
+            | State::Stopped
+            | State::Running { .. }
+            | State::Stopping { .. }
+            | State::Waiting { .. }
             | State::Exited { .. }
             | State::Failed { .. } => {}
         }
@@ -547,6 +624,10 @@ impl Life {
                 ..
             } => *pid,
             State::Running { pid } => Some(*pid),
+            State::Starting {
+                step: StartStep::Forked(starter),
+                ..
+            } => Some(*starter),
             State::Starting { .. }
             | State::Stopped
             | State::Waiting { .. }
@@ -575,6 +656,27 @@ impl Life {
             },
             now,
         );
+    }
+
+    /// How the main process's exit counts: systemd's table, and success
+    /// whatever it was with the `-` prefix on `ExecStart`.
+    fn outcome_of_main(&self, spec: &ServiceSpec, exit: Exit) -> Outcome {
+        match classify(spec, exit) {
+            Outcome::Failure(_) if spec.exec_start.ignore_failure => Outcome::Success(Some(exit)),
+            outcome => outcome,
+        }
+    }
+
+    /// KillSignal (and SIGCONT) to a whole group, whatever `KillMode` says:
+    /// what a forking start command left, when no main pid is known.
+    fn send_group_kill_signal(&self, spec: &ServiceSpec, group: Pid, out: &mut Actions) {
+        for signal in [spec.kill_signal, libc::SIGCONT] {
+            out.push(Action::Signal {
+                pid: group,
+                group: true,
+                signal,
+            });
+        }
     }
 
     /// KillSignal per `KillMode`, with SIGCONT so stopped processes see it.
@@ -677,7 +779,7 @@ impl Life {
         out: &mut Actions,
     ) {
         self.last_exit = Some(exit);
-        let outcome = classify(spec, exit);
+        let outcome = self.outcome_of_main(spec, exit);
         let level = match outcome {
             Outcome::Success(_) => Level::Info,
             Outcome::Failure(_) => Level::Warn,

@@ -210,6 +210,11 @@ pub enum Input {
     },
     /// The clock reached [`Engine::next_deadline`].
     Tick,
+    /// The answer to an [`Effect::FindMainPid`].
+    MainPid {
+        service: String,
+        result: Result<Pid, String>,
+    },
     /// SIGTERM/SIGINT/SIGPWR, `initctl poweroff`/`reboot`.
     Shutdown {
         ending: Ending,
@@ -264,6 +269,12 @@ pub enum Effect {
     },
     /// Signal every process init is responsible for.
     SignalRemaining(i32),
+    /// Find the main pid of a forking daemon whose start command
+    /// (`starter`) ended; the answer comes back as [`Input::MainPid`].
+    FindMainPid {
+        service: String,
+        starter: Pid,
+    },
     Log(Level, String),
     Noise(Noise),
     /// The answer to a [`Request`]: refused with a reason, or accepted
@@ -275,10 +286,11 @@ pub enum Effect {
     Forget(String),
     /// The service went down (stopped, ended, failed, or waiting for a
     /// restart): remove what init made for its run, its
-    /// `RuntimeDirectory=` entries (below `/run`).
+    /// `RuntimeDirectory=` entries (below `/run`), and its `PIDFile=`.
     Cleanup {
         service: String,
         runtime_directories: Vec<String>,
+        pid_file: Option<std::path::PathBuf>,
     },
     /// Init's end: the loop stops and init ends this way.
     Finish(Ending),
@@ -412,6 +424,21 @@ impl Engine {
             Input::GroupEmpty(service) => self.deliver(&service, Event::GroupEmpty, now, &mut out),
             Input::Notify { pid, pgid, fields } => self.notify(pid, pgid, fields, now, &mut out),
             Input::Tick => self.tick(now, &mut out),
+            Input::MainPid { service, result } => {
+                let forked = self.units.get(&service).is_some_and(|u| {
+                    matches!(
+                        u.life.state,
+                        State::Starting {
+                            step: crate::engine::lifecycle::StartStep::Forked(_),
+                            ..
+                        }
+                    )
+                });
+                if let (Ok(pid), true) = (&result, forked) {
+                    self.procs.insert(*pid, service.clone());
+                }
+                self.deliver(&service, Event::MainPid(result), now, &mut out)
+            }
             Input::Shutdown { ending, reason } => {
                 self.begin_shutdown(ending, &reason, now, &mut out)
             }

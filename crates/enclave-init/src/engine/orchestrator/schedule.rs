@@ -187,6 +187,10 @@ impl Engine {
                     out.push(Effect::Log(level, format!("{name}: {message}")))
                 }
                 Action::End(action, status) => self.end_action(name, action, status, now, out),
+                Action::FindMainPid { starter } => out.push(Effect::FindMainPid {
+                    service: name.to_string(),
+                    starter,
+                }),
             }
         }
         self.after_transition(name, &before, out);
@@ -227,10 +231,11 @@ impl Engine {
                 | State::Exited { active: false }
                 | State::Waiting { .. }
         );
-        if down && !unit.spec.runtime_directory.is_empty() {
+        if down && (!unit.spec.runtime_directory.is_empty() || unit.spec.pid_file.is_some()) {
             out.push(Effect::Cleanup {
                 service: name.to_string(),
                 runtime_directories: unit.spec.runtime_directory.clone(),
+                pid_file: unit.spec.pid_file.clone(),
             });
         }
         if went_down && was_up {

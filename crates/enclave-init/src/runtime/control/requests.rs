@@ -91,6 +91,7 @@ pub fn info(svc: &Unit, logs: Option<&LogRing>, recent: usize) -> ServiceInfo {
             ServiceType::Simple => "simple",
             ServiceType::Oneshot => "oneshot",
             ServiceType::Notify => "notify",
+            ServiceType::Forking => "forking",
         }
         .to_string(),
         result,

@@ -514,58 +514,60 @@ fn every_state_times_every_event() {
                 reason: "required service db failed".into(),
             },
         ),
+        // Only a forking start waiting for its daemon takes it.
+        ("MainPid", Event::MainPid(Ok(5))),
     ];
     // Resulting state names; the deadline is far in the future for
     // "starting" (30 s) and "stopping" (5 s) but due for "waiting" (100 ms).
-    let want: &[(&str, [&str; 10])] = &[
-        // Start, Stop, Spawned, SpawnFailed, Ready, Exited(main), Exited(other), GroupEmpty, Deadline, Refuse
+    let want: &[(&str, [&str; 11])] = &[
+        // Start, Stop, Spawned, SpawnFailed, Ready, Exited(main), Exited(other), GroupEmpty, Deadline, Refuse, MainPid
         (
             "stopped",
             [
                 "starting", "stopped", "stopped", "stopped", "stopped", "stopped", "stopped",
-                "stopped", "stopped", "failed",
+                "stopped", "stopped", "failed", "stopped",
             ],
         ),
         (
             "starting",
             [
                 "starting", "stopping", "starting", "waiting", "running", "waiting", "starting",
-                "starting", "starting", "starting",
+                "starting", "starting", "starting", "starting",
             ],
         ),
         (
             "running",
             [
                 "running", "stopping", "running", "running", "running", "waiting", "running",
-                "running", "running", "running",
+                "running", "running", "running", "running",
             ],
         ),
         (
             "stopping",
             [
                 "stopping", "stopping", "stopping", "stopping", "stopping", "stopped", "stopping",
-                "stopping", "stopping", "stopping",
+                "stopping", "stopping", "stopping", "stopping",
             ],
         ),
         (
             "waiting",
             [
                 "starting", "stopped", "waiting", "waiting", "waiting", "waiting", "waiting",
-                "waiting", "starting", "failed",
+                "waiting", "starting", "failed", "waiting",
             ],
         ),
         (
             "exited",
             [
                 "starting", "stopped", "exited", "exited", "exited", "exited", "exited", "exited",
-                "exited", "failed",
+                "exited", "failed", "exited",
             ],
         ),
         (
             "failed",
             [
                 "starting", "failed", "failed", "failed", "failed", "failed", "failed", "failed",
-                "failed", "failed",
+                "failed", "failed", "failed",
             ],
         ),
     ];

@@ -1,0 +1,149 @@
+//! `Type=forking`, and the `-` prefix of `ExecStart`.
+
+use super::*;
+
+fn forking() -> ServiceSpec {
+    let mut s = spec();
+    s.service_type = ServiceType::Forking;
+    s
+}
+
+/// Started, the start command (pid 10) exited with `code`.
+fn forked(spec: &ServiceSpec, code: i32) -> (Life, Actions) {
+    let mut life = Life::new(at(0));
+    life.handle(spec, Event::Start, at(0));
+    let a = life.handle(spec, Event::Spawned { pid: 10 }, at(0));
+    assert!(
+        matches!(life.state, State::Starting { pid: Some(10), .. }),
+        "{a:?}"
+    );
+    let a = life.handle(spec, exited(10, code), at(5));
+    (life, a)
+}
+
+#[test]
+fn the_daemon_left_by_the_start_command_becomes_the_main_process() {
+    let s = forking();
+    let (mut life, a) = forked(&s, 0);
+    assert_eq!(effects(&a), [Action::FindMainPid { starter: 10 }]);
+    assert!(matches!(
+        life.state,
+        State::Starting {
+            step: StartStep::Forked(10),
+            pid: None,
+            ..
+        }
+    ));
+    assert!(!life.state.is_ready() && life.state.main_pid().is_none());
+    let a = life.handle(&s, Event::MainPid(Ok(42)), at(6));
+    assert_eq!(logs(&a), ["main process 42"]);
+    assert_eq!(life.state, State::Running { pid: 42 });
+    // Its end is the service's end.
+    let a = life.handle(&s, exited(42, 3), at(7));
+    assert!(
+        logs(&a).contains(&"main process exited with status 3"),
+        "{a:?}"
+    );
+    assert!(matches!(life.state, State::Failed { .. }));
+}
+
+#[test]
+fn a_failing_start_command_fails_the_service_unless_prefixed_with_a_dash() {
+    let s = forking();
+    let (life, a) = forked(&s, 1);
+    assert!(effects(&a).is_empty(), "{a:?}");
+    assert!(matches!(life.state, State::Failed { .. }));
+    let mut s = forking();
+    s.exec_start.ignore_failure = true;
+    let (life, a) = forked(&s, 1);
+    assert_eq!(effects(&a), [Action::FindMainPid { starter: 10 }]);
+    assert!(matches!(
+        life.state,
+        State::Starting {
+            step: StartStep::Forked(10),
+            ..
+        }
+    ));
+    // For a simple service too: exit 1 is success with `-`.
+    let mut s = spec();
+    s.exec_start.ignore_failure = true;
+    let mut life = running(&s, 7);
+    life.handle(&s, exited(7, 1), at(1));
+    assert_eq!(life.state, State::Exited { active: false });
+}
+
+#[test]
+fn no_main_pid_stops_what_the_start_command_left_and_fails() {
+    let s = forking();
+    let (mut life, _) = forked(&s, 0);
+    let a = life.handle(&s, Event::MainPid(Err("no PID file".into())), at(6));
+    assert_eq!(
+        effects(&a),
+        [
+            Action::Signal {
+                pid: 10,
+                group: true,
+                signal: libc::SIGTERM
+            },
+            Action::Signal {
+                pid: 10,
+                group: true,
+                signal: libc::SIGCONT
+            },
+        ]
+    );
+    assert!(matches!(
+        life.state,
+        State::Stopping {
+            main: None,
+            group: Some(10),
+            group_alive: true,
+            ..
+        }
+    ));
+    life.handle(&s, Event::GroupEmpty, at(7));
+    match &life.state {
+        State::Failed { reason } => assert_eq!(reason.describe(), "no PID file"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_stop_or_a_timeout_while_the_main_pid_is_looked_for() {
+    let s = forking();
+    let (mut life, _) = forked(&s, 0);
+    let a = life.handle(&s, Event::Stop, at(6));
+    assert_eq!(
+        effects(&a)[0],
+        Action::Signal {
+            pid: 10,
+            group: true,
+            signal: libc::SIGTERM
+        }
+    );
+    life.handle(&s, Event::GroupEmpty, at(7));
+    assert_eq!(life.state, State::Stopped);
+    // A late answer changes nothing.
+    life.handle(&s, Event::MainPid(Ok(42)), at(8));
+    assert_eq!(life.state, State::Stopped);
+
+    let mut s = forking();
+    s.timeout_start = Duration::from_secs(1);
+    let (mut life, _) = forked(&s, 0);
+    let a = life.handle(&s, Event::Deadline, at(2000));
+    assert_eq!(
+        effects(&a)[0],
+        Action::Signal {
+            pid: 10,
+            group: true,
+            signal: libc::SIGTERM
+        }
+    );
+    life.handle(&s, Event::GroupEmpty, at(2001));
+    assert_eq!(
+        life.state,
+        State::Failed {
+            reason: Failure::StartTimeout
+        }
+    );
+}
