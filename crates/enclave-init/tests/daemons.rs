@@ -145,3 +145,88 @@ fn a_forking_daemon_without_a_pid_file_is_guessed_or_fails_saying_why() {
     init.wait_socket();
     wait_until("failed", || init.status("n")["state"] == "failed");
 }
+
+/// A daemon that reports the signals it gets, and a child in its group.
+const TRAPPING: &str = "[Service]\nExecStart=/bin/sh -c 'trap \"echo got-hup\" HUP; trap \"echo got-usr1\" USR1; \
+     sh -c \"trap \\\\\"echo child-usr1\\\\\" USR1; echo child-up; while :; do sleep 0.05; done\" & echo up; while :; do sleep 0.05; done'\n";
+
+#[test]
+fn initctl_reload_name_runs_exec_reload_with_mainpid() {
+    let unit = format!("{TRAPPING}ExecReload=/bin/kill -HUP $MAINPID\n");
+    let init = Builder::new("reloadname")
+        .service("d", &unit)
+        .service("plain", "ExecStart = \"sleep 1000\"\n")
+        .start();
+    init.wait_for("child-up");
+    init.wait_socket();
+    let out = init.initctl(&["reload", "d"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "d: reloaded");
+    init.wait_for("got-hup");
+    init.wait_for("d: reloaded");
+    assert_eq!(init.status("d")["state"], "running");
+    // No ExecReload: refused, saying why.
+    let out = init.initctl(&["reload", "plain"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("plain has no ExecReload= to reload it with"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A failing ExecReload is an error for initctl; the service runs on.
+    let unit = format!("{TRAPPING}ExecReload=/bin/sh -c 'echo bad config; exit 3'\n");
+    let init = Builder::new("reloadfail").service("d", &unit).start();
+    init.wait_for("child-up");
+    init.wait_socket();
+    let out = init.initctl(&["reload", "d"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("d: reload failed: ExecReload 1 exited with status 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(init.status("d")["state"], "running");
+}
+
+#[test]
+fn initctl_kill_signals_the_main_process_or_all() {
+    let init = Builder::new("kill").service("d", TRAPPING).start();
+    init.wait_for("child-up");
+    init.wait_socket();
+    let out = init.initctl(&["kill", "d", "--signal", "USR1", "--main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "d: SIGUSR1 sent to its main process"
+    );
+    init.wait_for("got-usr1");
+    let out = init.initctl(&["kill", "d", "-s", "SIGUSR1"]);
+    assert!(out.status.success());
+    init.wait_for("child-usr1");
+    init.wait_count("got-usr1", 2);
+    assert_eq!(
+        init.count("child-usr1"),
+        1,
+        "--main reached the main process only"
+    );
+    let out = init.initctl(&["kill", "d", "-s", "SIGNOPE"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown signal \"SIGNOPE\""));
+    let out = init.initctl(&["kill", "nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such service: nope"));
+    assert!(init.initctl(&["stop", "d"]).status.success());
+    let out = init.initctl(&["kill", "d"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("d is stopped: no main process to signal"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

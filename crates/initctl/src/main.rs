@@ -61,8 +61,22 @@ enum Cmd {
         #[arg(short = 'f', long)]
         follow: bool,
     },
-    /// Re-read the service files.
-    Reload,
+    /// Re-read the service files; with a NAME, run that service's
+    /// ExecReload= instead (waits until it is done).
+    Reload { name: Option<String> },
+    /// Send a signal to a service's processes (systemd's default: all).
+    Kill {
+        name: String,
+        /// A name (SIGHUP, HUP) or a number.
+        #[arg(short = 's', long, default_value = "SIGTERM")]
+        signal: String,
+        /// Only the main process.
+        #[arg(long, conflicts_with = "all")]
+        main: bool,
+        /// Every process of the service (its process group, or cgroup).
+        #[arg(long)]
+        all: bool,
+    },
     /// How init came up: the NSM's module and PCRs, the entropy gate, the
     /// heartbeat, the boot's duration.
     Boot {
@@ -149,7 +163,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             },
             false,
         ),
-        Cmd::Reload => (Command::Reload, false),
+        Cmd::Reload { name } => (Command::Reload { name }, false),
+        Cmd::Kill {
+            name, signal, main, ..
+        } => (
+            Command::Kill {
+                name,
+                signal,
+                all: !main,
+            },
+            false,
+        ),
         Cmd::Boot { json } => (Command::Boot, json),
         Cmd::Poweroff => (Command::Poweroff, false),
         Cmd::Reboot => (Command::Reboot, false),
@@ -211,7 +235,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// answer at once; a minute is plenty even for an enclave under load.
 fn answer_timeout(command: &Command) -> Option<Duration> {
     match command {
-        Command::Start { .. } | Command::Stop { .. } | Command::Restart { .. } => None,
+        Command::Start { .. }
+        | Command::Stop { .. }
+        | Command::Restart { .. }
+        | Command::Reload { name: Some(_) } => None,
         Command::Logs { follow: true, .. } => None,
         _ => Some(Duration::from_secs(60)),
     }
@@ -532,6 +559,7 @@ mod tests {
             Command::Start { name: name() },
             Command::Stop { name: name() },
             Command::Restart { name: name() },
+            Command::Reload { name: Some(name()) },
             Command::Logs {
                 name: name(),
                 lines: None,
@@ -542,7 +570,12 @@ mod tests {
         }
         for answers_at_once in [
             Command::List,
-            Command::Reload,
+            Command::Reload { name: None },
+            Command::Kill {
+                name: name(),
+                signal: "HUP".into(),
+                all: false,
+            },
             Command::Logs {
                 name: name(),
                 lines: Some(3),

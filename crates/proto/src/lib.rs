@@ -45,7 +45,20 @@ pub enum Command {
         #[serde(default)]
         follow: bool,
     },
-    Reload,
+    /// Without a name: re-read the service files. With one: run that
+    /// service's `ExecReload`.
+    Reload {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// A signal (a name such as `SIGHUP`, or a number) to a service's main
+    /// process, or to all of its processes.
+    Kill {
+        name: String,
+        signal: String,
+        #[serde(default)]
+        all: bool,
+    },
     Poweroff,
     Reboot,
     /// The boot report: how init came up (NSM, entropy, heartbeat).
@@ -62,7 +75,8 @@ impl Command {
             Command::Stop { .. } => "stop",
             Command::Restart { .. } => "restart",
             Command::Logs { .. } => "logs",
-            Command::Reload => "reload",
+            Command::Reload { .. } => "reload",
+            Command::Kill { .. } => "kill",
             Command::Poweroff => "poweroff",
             Command::Reboot => "reboot",
             Command::Boot => "boot",
@@ -76,7 +90,8 @@ impl Command {
             Command::Start { .. }
             | Command::Stop { .. }
             | Command::Restart { .. }
-            | Command::Reload
+            | Command::Reload { .. }
+            | Command::Kill { .. }
             | Command::Poweroff
             | Command::Reboot => true,
         }
@@ -264,7 +279,15 @@ mod tests {
                 lines: Some(5),
                 follow: true,
             },
-            Command::Reload,
+            Command::Reload { name: None },
+            Command::Reload {
+                name: Some("web".into()),
+            },
+            Command::Kill {
+                name: "web".into(),
+                signal: "SIGHUP".into(),
+                all: true,
+            },
             Command::Poweroff,
             Command::Reboot,
             Command::Boot,
@@ -279,6 +302,9 @@ mod tests {
             let parsed = parse_request(line.strip_suffix(b"\n").unwrap()).unwrap();
             assert_eq!(parsed, request);
         }
+        // What an older initctl sends still means what it meant.
+        let old = parse_request(br#"{"version":2,"command":"reload"}"#).unwrap();
+        assert_eq!(old.command, Command::Reload { name: None });
         let minimal = parse_request(br#"{"version":2,"command":"logs","name":"x"}"#).unwrap();
         assert_eq!(
             minimal.command,
@@ -347,7 +373,7 @@ mod tests {
     fn every_command_has_its_wire_name() {
         for (command, name) in [
             (Command::List, "list"),
-            (Command::Reload, "reload"),
+            (Command::Reload { name: None }, "reload"),
             (Command::Stop { name: "x".into() }, "stop"),
         ] {
             let line = String::from_utf8(encode(&Request {

@@ -113,6 +113,8 @@ pub struct ServiceSpec {
     pub exec_start: Command,
     pub exec_start_pre: Vec<Command>,
     pub exec_stop: Vec<Command>,
+    /// `ExecReload`: run by `initctl reload NAME`, with `$MAINPID`.
+    pub exec_reload: Vec<Command>,
     pub environment: Vec<(String, String)>,
     pub environment_files: Vec<EnvironmentFile>,
     pub working_directory: Option<PathBuf>,
@@ -173,6 +175,7 @@ impl ServiceSpec {
             exec_start: Command::new(argv),
             exec_start_pre: Vec::new(),
             exec_stop: Vec::new(),
+            exec_reload: Vec::new(),
             environment: Vec::new(),
             environment_files: Vec::new(),
             working_directory: None,

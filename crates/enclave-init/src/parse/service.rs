@@ -18,6 +18,7 @@ pub const KEYS: &[&str] = &[
     "ExecStart",
     "ExecStartPre",
     "ExecStop",
+    "ExecReload",
     "Environment",
     "EnvironmentFile",
     "WorkingDirectory",
@@ -279,6 +280,7 @@ fn apply(
         "ExecStart" => spec.exec_start = Command::new(exec_start(v)?),
         "ExecStartPre" => spec.exec_start_pre = commands(v)?,
         "ExecStop" => spec.exec_stop = commands(v)?,
+        "ExecReload" => spec.exec_reload = commands(v)?,
         "Environment" => spec.environment = environment(v)?,
         "EnvironmentFile" => {
             spec.environment_files = toml_keys::strings(v)?

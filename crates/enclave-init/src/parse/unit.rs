@@ -371,6 +371,7 @@ const SERVICE_KEYS: &[(&str, Kind)] = &[
     ("ExecStart", Kind::Commands),
     ("ExecStartPre", Kind::Commands),
     ("ExecStop", Kind::Commands),
+    ("ExecReload", Kind::Commands),
     ("Environment", Kind::Env),
     ("EnvironmentFile", Kind::Each),
     ("WorkingDirectory", Kind::Text),
@@ -613,6 +614,7 @@ fn set_commands(spec: &mut ServiceSpec, key: &str, mut cs: Vec<Command>) -> Resu
         }
         "ExecStartPre" => spec.exec_start_pre = cs,
         "ExecStop" => spec.exec_stop = cs,
+        "ExecReload" => spec.exec_reload = cs,
         other => return Err(format!("{other} is not a command key")),
     }
     Ok(())

@@ -35,6 +35,7 @@ use crate::sys;
 use control::{Control, Step, Task, Token, View};
 use notify::NotifySocket;
 
+mod accounts;
 pub mod control;
 mod daemons;
 mod entropy;

@@ -21,6 +21,7 @@ impl Supervisor {
             Proc::Main => Some(&spec.exec_start),
             Proc::Pre(i) => spec.exec_start_pre.get(i),
             Proc::Stop(i) => spec.exec_stop.get(i),
+            Proc::Reload(i) => spec.exec_reload.get(i),
         };
         let Some(command) = command else {
             return Err(failure(format!("no command for {proc:?}"), 1, false));
@@ -31,7 +32,7 @@ impl Supervisor {
                 extra.push(("NOTIFY_SOCKET".into(), sock.path.clone().into_os_string()));
             }
         }
-        if let (Proc::Stop(_), Some(pid)) = (proc, unit.life.state.main_pid()) {
+        if let (Proc::Stop(_) | Proc::Reload(_), Some(pid)) = (proc, unit.life.state.main_pid()) {
             extra.push(("MAINPID".into(), pid.to_string().into()));
         }
         if matches!(proc, Proc::Pre(_) | Proc::Main) {

@@ -180,6 +180,7 @@ pub enum Proc {
     Pre(usize),
     Main,
     Stop(usize),
+    Reload(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +225,14 @@ pub enum State {
     Running {
         pid: Pid,
     },
+    /// `ExecReload` command `step` runs (`control`, once started) beside
+    /// the main process; the service stays ready.
+    Reloading {
+        pid: Pid,
+        step: usize,
+        control: Option<Pid>,
+        deadline: Option<Instant>,
+    },
     Stopping {
         /// The main process while it lives.
         main: Option<Pid>,
@@ -257,6 +266,7 @@ impl State {
             State::Stopped => "stopped",
             State::Starting { .. } => "starting",
             State::Running { .. } => "running",
+            State::Reloading { .. } => "reloading",
             State::Stopping { .. } => "stopping",
             State::Waiting { .. } => "waiting",
             State::Exited { .. } => "exited",
@@ -266,7 +276,9 @@ impl State {
 
     pub fn deadline(&self) -> Option<Instant> {
         match self {
-            State::Starting { deadline, .. } | State::Stopping { deadline, .. } => *deadline,
+            State::Starting { deadline, .. }
+            | State::Stopping { deadline, .. }
+            | State::Reloading { deadline, .. } => *deadline,
             State::Waiting { until } => Some(*until),
             State::Stopped
             | State::Running { .. }
@@ -283,7 +295,7 @@ impl State {
                 pid,
                 ..
             } => *pid,
-            State::Running { pid } => Some(*pid),
+            State::Running { pid } | State::Reloading { pid, .. } => Some(*pid),
             State::Stopping { main, .. } => *main,
             State::Starting {
                 step: StartStep::Pre(_) | StartStep::Forked(_),
@@ -302,6 +314,9 @@ impl State {
         match self {
             State::Starting { pid, .. } => pid.iter().copied().collect(),
             State::Running { pid } => vec![*pid],
+            State::Reloading { pid, control, .. } => {
+                std::iter::once(*pid).chain(*control).collect()
+            }
             State::Stopping { main, control, .. } => main.iter().chain(control).copied().collect(),
             State::Stopped
             | State::Waiting { .. }
@@ -312,7 +327,10 @@ impl State {
 
     /// Ready for dependents: running, or a oneshot that remains active.
     pub fn is_ready(&self) -> bool {
-        matches!(self, State::Running { .. } | State::Exited { active: true })
+        matches!(
+            self,
+            State::Running { .. } | State::Reloading { .. } | State::Exited { active: true }
+        )
     }
 
     /// Down for good until someone starts it: nothing runs, nothing pending.
@@ -374,6 +392,9 @@ pub enum Event {
     Deadline,
     /// The forked daemon's main pid, or why it could not be found.
     MainPid(Result<Pid, String>),
+    /// `initctl reload NAME`: run `ExecReload` (the orchestrator checked
+    /// that it has some and runs).
+    Reload,
     /// The supervisor will not start it: a dependency failed, is missing,
     /// or is part of a cycle.
     Refuse {
@@ -394,6 +415,7 @@ impl Event {
             Event::GroupEmpty => "an emptied process group",
             Event::Deadline => "a deadline",
             Event::MainPid(_) => "a main pid",
+            Event::Reload => "a reload",
             Event::Refuse { .. } => "a refused start",
         }
     }
@@ -410,6 +432,8 @@ pub struct Life {
     pub last_exit: Option<Exit>,
     /// Start times inside the start-limit window.
     starts: VecDeque<Instant>,
+    /// Why the last `ExecReload` failed (`None`: it succeeded, or none ran).
+    pub reload_failure: Option<String>,
     /// Starts in a row that failed for lack of resources (EAGAIN, EMFILE):
     /// their retries back off and only the first is logged as an error.
     transient_failures: u32,
@@ -425,6 +449,7 @@ impl Life {
             restarts: 0,
             last_exit: None,
             starts: VecDeque::new(),
+            reload_failure: None,
             transient_failures: 0,
         }
     }
@@ -462,12 +487,15 @@ impl Life {
             Event::GroupEmpty => self.on_group_empty(spec, now, &mut out),
             Event::Deadline => self.on_deadline(spec, now, &mut out),
             Event::MainPid(found) => self.on_main_pid(spec, found, now, &mut out),
+            Event::Reload => self.on_reload(spec, now, &mut out),
             Event::Refuse { reason } => self.on_refuse(spec, reason, now, &mut out),
         }
         out
     }
 }
 
+mod reload;
+mod stopping;
 mod transitions;
 
 #[cfg(test)]

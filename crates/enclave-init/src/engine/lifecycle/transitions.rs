@@ -19,7 +19,10 @@ impl Life {
             }
             // Under way, or still stopping: the supervisor queues the start
             // until the stop is over.
-            State::Starting { .. } | State::Running { .. } | State::Stopping { .. } => {}
+            State::Starting { .. }
+            | State::Running { .. }
+            | State::Reloading { .. }
+            | State::Stopping { .. } => {}
         }
     }
 
@@ -49,6 +52,10 @@ impl Life {
                 ..
             }
             | State::Running { pid } => {
+                self.begin_stop(spec, pid, then, now, out);
+            }
+            State::Reloading { pid, .. } => {
+                self.kill_reload_command(out);
                 self.begin_stop(spec, pid, then, now, out);
             }
             // The start command forked and ended; whatever it left is
@@ -105,6 +112,10 @@ impl Life {
                 phase: StopPhase::ExecStop(_),
                 control: control @ None,
                 ..
+            }
+            | State::Reloading {
+                control: control @ None,
+                ..
             } => *control = Some(new_pid),
             State::Starting { pid: Some(_), .. }
             | State::Starting {
@@ -112,6 +123,7 @@ impl Life {
                 ..
             }
             | State::Stopping { .. }
+            | State::Reloading { .. }
             | State::Stopped
             | State::Running { .. }
             | State::Waiting { .. }
@@ -189,6 +201,7 @@ impl Life {
                     None => self.finish_if_done(spec, now, out),
                 }
             }
+            State::Reloading { .. } => self.reload_step_done(spec, Some(reason), now, out),
             State::Stopped
             | State::Running { .. }
             | State::Stopping { .. }
@@ -209,6 +222,7 @@ impl Life {
                 self.set(State::Running { pid }, now);
             }
             State::Starting { .. }
+            | State::Reloading { .. }
             | State::Stopped
             | State::Running { .. }
             | State::Stopping { .. }
@@ -304,6 +318,19 @@ impl Life {
             {
                 self.main_ended(spec, pid, exit, group_alive, now, out);
             }
+            State::Reloading { pid: p, .. } if p == pid => {
+                self.kill_reload_command(out);
+                self.main_ended(spec, pid, exit, group_alive, now, out);
+            }
+            State::Reloading {
+                control: Some(c), ..
+            } if c == pid => {
+                let failure = match classify(spec, exit) {
+                    Outcome::Success(_) => None,
+                    Outcome::Failure(_) => Some(exit.describe()),
+                };
+                self.reload_step_done(spec, failure, now, out);
+            }
             State::Stopping { main: Some(p), .. } if p == pid => {
                 self.last_exit = Some(exit);
                 out.push(Action::Log(
@@ -362,6 +389,7 @@ impl Life {
                 }
             }
             State::Starting { .. }
+            | State::Reloading { .. }
             | State::Running { .. }
             | State::Stopping { .. }
             | State::Stopped
@@ -377,7 +405,8 @@ impl Life {
                 *group_alive = false;
                 self.finish_if_done(spec, now, out);
             }
-            State::Stopped
+            State::Reloading { .. }
+            | State::Stopped
             | State::Starting { .. }
             | State::Running { .. }
             | State::Waiting { .. }
@@ -477,6 +506,18 @@ impl Life {
                 ));
                 self.finish_stop(spec, then, now, out);
             }
+            State::Reloading { pid, .. } => {
+                out.push(Action::Log(
+                    Level::Error,
+                    format!(
+                        "reload failed: ExecReload did not finish within TimeoutStartSec={}",
+                        duration::format(spec.timeout_start)
+                    ),
+                ));
+                self.kill_reload_command(out);
+                self.reload_failure = Some("ExecReload timed out".into());
+                self.set(State::Running { pid }, now);
+            }
             State::Waiting { .. } => {
                 self.begin_start(spec, now, out);
                 if matches!(self.state, State::Starting { .. }) {
@@ -516,6 +557,7 @@ impl Life {
             },
             // Stopped or timed out meanwhile: the answer is stale.
             State::Starting { .. }
+            | State::Reloading { .. }
             | State::Stopped
             | State::Running { .. }
             | State::Stopping { .. }
@@ -540,13 +582,16 @@ impl Life {
                 self.enter_failed(spec, Failure::Dependency(reason), now, out);
             }
             // Already under way: the supervisor stops it instead.
-            State::Starting { .. } | State::Running { .. } | State::Stopping { .. } => {}
+            State::Starting { .. }
+            | State::Running { .. }
+            | State::Reloading { .. }
+            | State::Stopping { .. } => {}
         }
     }
 
     // Helpers shared by the transitions above.
 
-    fn begin_start(&mut self, spec: &ServiceSpec, now: Instant, out: &mut Actions) {
+    pub(super) fn begin_start(&mut self, spec: &ServiceSpec, now: Instant, out: &mut Actions) {
         let interval = spec.start_limit_interval;
         if !interval.is_zero() && spec.start_limit_burst > 0 {
             while self
@@ -590,186 +635,8 @@ impl Life {
         );
     }
 
-    fn begin_stop(
-        &mut self,
-        spec: &ServiceSpec,
-        pid: Pid,
-        then: AfterStop,
-        now: Instant,
-        out: &mut Actions,
-    ) {
-        if spec.exec_stop.is_empty() {
-            self.send_kill_signal(spec, pid, out);
-            self.enter_stopping(spec, Some(pid), None, StopPhase::Signal, then, now);
-        } else {
-            out.push(Action::Spawn(Proc::Stop(0)));
-            self.enter_stopping(spec, Some(pid), None, StopPhase::ExecStop(0), then, now);
-        }
-    }
-
-    fn enter_stopping(
-        &mut self,
-        spec: &ServiceSpec,
-        main: Option<Pid>,
-        control: Option<Pid>,
-        phase: StopPhase,
-        then: AfterStop,
-        now: Instant,
-    ) {
-        let group = match &self.state {
-            State::Stopping { group, .. } => *group,
-            State::Starting {
-                step: StartStep::Main,
-                pid,
-                ..
-            } => *pid,
-            State::Running { pid } => Some(*pid),
-            State::Starting {
-                step: StartStep::Forked(starter),
-                ..
-            } => Some(*starter),
-            State::Starting { .. }
-            | State::Stopped
-            | State::Waiting { .. }
-            | State::Exited { .. }
-            | State::Failed { .. } => main,
-        };
-        let group_alive = match &self.state {
-            State::Stopping { group_alive, .. } => *group_alive,
-            State::Starting { .. }
-            | State::Running { .. }
-            | State::Stopped
-            | State::Waiting { .. }
-            | State::Exited { .. }
-            | State::Failed { .. } => group.is_some(),
-        };
-        let deadline = now.checked_add(spec.stop_timeout());
-        self.set(
-            State::Stopping {
-                main,
-                group,
-                group_alive,
-                control,
-                phase,
-                deadline,
-                then,
-            },
-            now,
-        );
-    }
-
-    /// How the main process's exit counts: systemd's table, and success
-    /// whatever it was with the `-` prefix on `ExecStart`.
-    fn outcome_of_main(&self, spec: &ServiceSpec, exit: Exit) -> Outcome {
-        match classify(spec, exit) {
-            Outcome::Failure(_) if spec.exec_start.ignore_failure => Outcome::Success(Some(exit)),
-            outcome => outcome,
-        }
-    }
-
-    /// KillSignal (and SIGCONT) to a whole group, whatever `KillMode` says:
-    /// what a forking start command left, when no main pid is known.
-    fn send_group_kill_signal(&self, spec: &ServiceSpec, group: Pid, out: &mut Actions) {
-        for signal in [spec.kill_signal, libc::SIGCONT] {
-            out.push(Action::Signal {
-                pid: group,
-                group: true,
-                signal,
-            });
-        }
-    }
-
-    /// KillSignal per `KillMode`, with SIGCONT so stopped processes see it.
-    fn send_kill_signal(&self, spec: &ServiceSpec, pid: Pid, out: &mut Actions) {
-        let group = spec.kill_mode == KillMode::ControlGroup;
-        out.push(Action::Signal {
-            pid,
-            group,
-            signal: spec.kill_signal,
-        });
-        if spec.kill_signal != libc::SIGKILL {
-            out.push(Action::Signal {
-                pid,
-                group,
-                signal: libc::SIGCONT,
-            });
-        }
-    }
-
-    /// SIGKILL to what is left, then wait once more for it to be reaped.
-    fn escalate(&mut self, spec: &ServiceSpec, now: Instant, out: &mut Actions) {
-        let State::Stopping {
-            main,
-            group,
-            control,
-            then,
-            ..
-        } = self.state.clone()
-        else {
-            return;
-        };
-        match (spec.kill_mode, group, main) {
-            (KillMode::ControlGroup | KillMode::Mixed, Some(g), _) => out.push(Action::Signal {
-                pid: g,
-                group: true,
-                signal: libc::SIGKILL,
-            }),
-            (KillMode::ControlGroup | KillMode::Mixed, None, Some(m))
-            | (KillMode::Process, _, Some(m)) => out.push(Action::Signal {
-                pid: m,
-                group: false,
-                signal: libc::SIGKILL,
-            }),
-            (KillMode::ControlGroup | KillMode::Mixed, None, None)
-            | (KillMode::Process, _, None) => {}
-        }
-        if let Some(c) = control {
-            out.push(Action::Signal {
-                pid: c,
-                group: true,
-                signal: libc::SIGKILL,
-            });
-        }
-        self.enter_stopping(spec, main, control, StopPhase::Kill, then, now);
-    }
-
-    /// The main or a control process ended while stopping: finish when
-    /// nothing of the service is left.
-    fn finish_if_done(&mut self, spec: &ServiceSpec, now: Instant, out: &mut Actions) {
-        let State::Stopping {
-            main,
-            control,
-            group_alive,
-            then,
-            ..
-        } = self.state.clone()
-        else {
-            return;
-        };
-        let leftovers_matter = spec.kill_mode != KillMode::Process;
-        if main.is_none() && control.is_none() && !(group_alive && leftovers_matter) {
-            self.finish_stop(spec, then, now, out);
-        }
-    }
-
-    fn finish_stop(
-        &mut self,
-        spec: &ServiceSpec,
-        then: AfterStop,
-        now: Instant,
-        out: &mut Actions,
-    ) {
-        match then {
-            AfterStop::Stopped => {
-                out.push(Action::Log(Level::Info, "stopped".into()));
-                self.set(State::Stopped, now);
-            }
-            AfterStop::Ended(outcome) => self.settle(spec, outcome, now, out),
-        }
-    }
-
     /// The main process ended by itself.
-    fn main_ended(
+    pub(super) fn main_ended(
         &mut self,
         spec: &ServiceSpec,
         pid: Pid,
@@ -820,7 +687,13 @@ impl Life {
     }
 
     /// A run ended by itself: restart, `exited` or `failed`.
-    fn settle(&mut self, spec: &ServiceSpec, outcome: Outcome, now: Instant, out: &mut Actions) {
+    pub(super) fn settle(
+        &mut self,
+        spec: &ServiceSpec,
+        outcome: Outcome,
+        now: Instant,
+        out: &mut Actions,
+    ) {
         if restarts_on(spec.restart, outcome.cause()) {
             // Counted when the restart happens, not when it is planned: a
             // restart the start limit refuses is no restart.
@@ -854,7 +727,7 @@ impl Life {
         }
     }
 
-    fn enter_failed(
+    pub(super) fn enter_failed(
         &mut self,
         spec: &ServiceSpec,
         failure: Failure,

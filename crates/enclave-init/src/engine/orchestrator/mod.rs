@@ -112,7 +112,9 @@ impl Unit {
             State::Starting { .. } | State::Stopping { .. } | State::Waiting { .. } => {
                 DepState::Pending
             }
-            State::Running { .. } | State::Exited { active: true } => DepState::Ready,
+            State::Running { .. } | State::Reloading { .. } | State::Exited { active: true } => {
+                DepState::Ready
+            }
             State::Exited { active: false } => DepState::Exited,
             State::Stopped => DepState::Stopped,
             State::Failed { .. } => DepState::Failed,
@@ -131,7 +133,10 @@ impl Unit {
     fn is_active(&self) -> bool {
         matches!(
             self.life.state,
-            State::Running { .. } | State::Starting { .. } | State::Exited { active: true }
+            State::Running { .. }
+                | State::Reloading { .. }
+                | State::Starting { .. }
+                | State::Exited { active: true }
         )
     }
 
@@ -150,6 +155,14 @@ pub enum Request {
     Stop(String),
     /// Stop it and what requires it, then start them all again.
     Restart(String),
+    /// Run its `ExecReload` (`initctl reload NAME`).
+    Reload(String),
+    /// Send `signal` to its main process, or to all of its processes.
+    Kill {
+        name: String,
+        signal: i32,
+        all: bool,
+    },
 }
 
 /// An exit the reaper collected, with what the loop saw of its process
@@ -415,7 +428,7 @@ impl Engine {
         match input {
             Input::Load(set) => self.load(set, now, &mut out),
             Input::Reload(set) => self.reload(set, now, &mut out),
-            Input::Request(request) => answer_for = self.request(request),
+            Input::Request(request) => answer_for = self.request(request, now, &mut out),
             Input::Spawned { service, result } => self.spawned(&service, result, now, &mut out),
             Input::Reaped {
                 exits,
@@ -594,21 +607,65 @@ impl Engine {
 
     /// Marks what the request asks; `Err` refuses it, `Ok(name)` is
     /// answered with the service's state once the scheduler has run.
-    fn request(&mut self, request: Request) -> Option<Result<String, String>> {
+    fn request(
+        &mut self,
+        request: Request,
+        now: Instant,
+        out: &mut Out,
+    ) -> Option<Result<String, String>> {
         let (name, allowed_in_shutdown) = match &request {
-            Request::Start(n) | Request::Restart(n) => (n.clone(), false),
-            Request::Stop(n) => (n.clone(), true),
+            Request::Start(n) | Request::Restart(n) | Request::Reload(n) => (n.clone(), false),
+            Request::Stop(n) | Request::Kill { name: n, .. } => (n.clone(), true),
         };
         if self.shutdown.is_some() && !allowed_in_shutdown {
             return Some(Err("init is shutting down".into()));
         }
-        if !self.units.contains_key(&name) {
+        let Some(unit) = self.units.get(&name) else {
             return Some(Err(format!("no such service: {name}")));
-        }
+        };
         match request {
             Request::Start(n) => self.start_request(&n),
             Request::Stop(n) => self.stop_request(&n),
             Request::Restart(n) => self.restart_request(&n),
+            Request::Reload(n) => {
+                if unit.spec.exec_reload.is_empty() {
+                    return Some(Err(format!("{n} has no ExecReload= to reload it with")));
+                }
+                if !matches!(unit.life.state, State::Running { .. }) || unit.is_pending() {
+                    return Some(Err(format!("{n} is {}, not running", unit.state_name())));
+                }
+                self.deliver(&n, Event::Reload, now, out);
+            }
+            Request::Kill {
+                name: n,
+                signal,
+                all,
+            } => {
+                let Some(pid) = unit.life.state.main_pid() else {
+                    return Some(Err(format!(
+                        "{n} is {}: no main process to signal",
+                        unit.state_name()
+                    )));
+                };
+                let whom = if all {
+                    "every process"
+                } else {
+                    "the main process"
+                };
+                out.push(Effect::Log(
+                    Level::Info,
+                    format!(
+                        "{n}: sending {} to {whom} (pid {pid}) on request",
+                        crate::model::spec::signal_name(signal)
+                    ),
+                ));
+                out.push(Effect::Signal {
+                    service: n,
+                    pid,
+                    group: all,
+                    signal,
+                });
+            }
         }
         self.dirty = true;
         Some(Ok(name))

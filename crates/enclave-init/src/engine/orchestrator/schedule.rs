@@ -214,12 +214,14 @@ impl Engine {
             State::Exited { active: true }
             | State::Starting { .. }
             | State::Running { .. }
+            | State::Reloading { .. }
             | State::Stopping { .. }
             | State::Waiting { .. } => false,
         };
         let was_up = matches!(
             before,
             State::Running { .. }
+                | State::Reloading { .. }
                 | State::Starting { .. }
                 | State::Stopping { .. }
                 | State::Exited { active: true }

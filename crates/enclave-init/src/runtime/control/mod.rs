@@ -103,6 +103,8 @@ struct Waiting {
 enum Want {
     Up,
     Down,
+    /// Running again after `ExecReload`.
+    Reloaded,
 }
 
 pub struct Control {
@@ -569,6 +571,7 @@ impl Control {
             let what = match want {
                 Want::Up => "still starting",
                 Want::Down => "still stopping",
+                Want::Reloaded => "still reloading",
             };
             self.reply(
                 token,

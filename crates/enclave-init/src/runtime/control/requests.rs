@@ -14,6 +14,18 @@ pub(super) fn settled(svc: &Unit, want: Want) -> Option<Response> {
         return None;
     }
     match (&svc.life.state, want) {
+        (State::Reloading { .. }, _) => None,
+        (State::Running { .. }, Want::Reloaded) => Some(match &svc.life.reload_failure {
+            Some(reason) => Response::Error {
+                message: format!("{name}: reload failed: {reason}"),
+            },
+            None => Response::Done {
+                message: format!("{name}: reloaded"),
+            },
+        }),
+        (state, Want::Reloaded) => Some(Response::Error {
+            message: format!("{name}: {} during the reload", state.name()),
+        }),
         (State::Running { .. } | State::Exited { .. }, Want::Up)
         | (State::Stopped | State::Exited { .. }, Want::Down) => Some(Response::Done {
             message: format!("{name}: {}", svc.life.state.name()),
@@ -47,7 +59,8 @@ pub(super) fn verb(command: &Command) -> &'static str {
         Command::Stop { .. } => "stop services",
         Command::Restart { .. } => "restart services",
         Command::Logs { .. } => "logs",
-        Command::Reload => "reload",
+        Command::Reload { .. } => "reload",
+        Command::Kill { .. } => "signal services",
         Command::Poweroff => "power off",
         Command::Reboot => "reboot",
         Command::Boot => "boot",
@@ -237,7 +250,19 @@ pub fn execute(
             // Written as the client reads (`pump`), then `end`.
             Step::Later
         }
-        Command::Reload => Step::Do(Task::Reload),
+        Command::Reload { name: None } => Step::Do(Task::Reload),
+        Command::Reload { name: Some(name) } => engine_request(name, EngineRequest::Reload),
+        Command::Kill { name, signal, all } => {
+            let Some(signal) = crate::model::spec::parse_signal(&signal) else {
+                return reply(Response::Error {
+                    message: format!("unknown signal {signal:?}"),
+                });
+            };
+            if waiting && view.engine.unit(&name).is_none() {
+                return unknown(&name);
+            }
+            Step::Do(Task::Engine(EngineRequest::Kill { name, signal, all }))
+        }
         Command::Poweroff => Step::Do(Task::Shutdown { reboot: false }),
         Command::Reboot => Step::Do(Task::Shutdown { reboot: true }),
         Command::Boot => reply(Response::Boot {
@@ -264,16 +289,31 @@ impl Control {
             Err(message) => return reply(Response::Error { message }),
         };
         match (task, done) {
+            (Task::Engine(EngineRequest::Kill { name, signal, all }), Done::Message(_)) => {
+                let whom = if *all {
+                    "every process"
+                } else {
+                    "its main process"
+                };
+                reply(Response::Done {
+                    message: format!(
+                        "{name}: {} sent to {whom}",
+                        crate::model::spec::signal_name(*signal)
+                    ),
+                })
+            }
             (Task::Engine(request), Done::Message(_)) => {
                 let (name, want) = match request {
                     EngineRequest::Start(n) | EngineRequest::Restart(n) => (n, Want::Up),
-                    EngineRequest::Stop(n) => (n, Want::Down),
+                    EngineRequest::Stop(n) | EngineRequest::Kill { name: n, .. } => (n, Want::Down),
+                    EngineRequest::Reload(n) => (n, Want::Reloaded),
                 };
                 let timeout = view.engine.unit(name).map_or(Duration::ZERO, |u| {
                     let stop_total = u.spec.stop_timeout().saturating_mul(3);
                     match want {
                         Want::Down => stop_total,
                         Want::Up => stop_total.saturating_add(u.spec.timeout_start),
+                        Want::Reloaded => u.spec.timeout_start,
                     }
                 });
                 self.wait_for(token, name, want, timeout);

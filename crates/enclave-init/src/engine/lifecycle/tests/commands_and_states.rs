@@ -436,8 +436,15 @@ fn in_state(name: &str) -> (ServiceSpec, Life) {
     let mut s = spec();
     s.service_type = ServiceType::Notify;
     s.restart = RestartPolicy::OnFailure;
+    s.exec_reload = vec![Command::new(vec!["/bin/true".into()])];
     let mut life = Life::new(at(0));
     match name {
+        "reloading" => {
+            life.handle(&s, Event::Start, at(0));
+            life.handle(&s, Event::Spawned { pid: 1 }, at(0));
+            life.handle(&s, Event::Ready, at(0));
+            life.handle(&s, Event::Reload, at(0));
+        }
         "stopped" => {}
         "starting" => {
             life.handle(&s, Event::Start, at(0));
@@ -475,7 +482,14 @@ fn in_state(name: &str) -> (ServiceSpec, Life) {
 #[test]
 fn every_state_times_every_event() {
     let states = [
-        "stopped", "starting", "running", "stopping", "waiting", "exited", "failed",
+        "stopped",
+        "starting",
+        "running",
+        "reloading",
+        "stopping",
+        "waiting",
+        "exited",
+        "failed",
     ];
     let events: Vec<(&str, Event)> = vec![
         ("Start", Event::Start),
@@ -516,58 +530,87 @@ fn every_state_times_every_event() {
         ),
         // Only a forking start waiting for its daemon takes it.
         ("MainPid", Event::MainPid(Ok(5))),
+        // Only a running service with ExecReload takes it.
+        ("Reload", Event::Reload),
     ];
     // Resulting state names; the deadline is far in the future for
     // "starting" (30 s) and "stopping" (5 s) but due for "waiting" (100 ms).
-    let want: &[(&str, [&str; 11])] = &[
-        // Start, Stop, Spawned, SpawnFailed, Ready, Exited(main), Exited(other), GroupEmpty, Deadline, Refuse, MainPid
+    let want: &[(&str, [&str; 12])] = &[
+        // Start, Stop, Spawned, SpawnFailed, Ready, Exited(main), Exited(other), GroupEmpty, Deadline, Refuse, MainPid, Reload
         (
             "stopped",
             [
                 "starting", "stopped", "stopped", "stopped", "stopped", "stopped", "stopped",
-                "stopped", "stopped", "failed", "stopped",
+                "stopped", "stopped", "failed", "stopped", "stopped",
             ],
         ),
         (
             "starting",
             [
                 "starting", "stopping", "starting", "waiting", "running", "waiting", "starting",
-                "starting", "starting", "starting", "starting",
+                "starting", "starting", "starting", "starting", "starting",
             ],
         ),
         (
             "running",
             [
-                "running", "stopping", "running", "running", "running", "waiting", "running",
-                "running", "running", "running", "running",
+                "running",
+                "stopping",
+                "running",
+                "running",
+                "running",
+                "waiting",
+                "running",
+                "running",
+                "running",
+                "running",
+                "running",
+                "reloading",
+            ],
+        ),
+        (
+            "reloading",
+            [
+                "reloading",
+                "stopping",
+                "reloading",
+                "running",
+                "reloading",
+                "waiting",
+                "reloading",
+                "reloading",
+                "reloading",
+                "reloading",
+                "reloading",
+                "reloading",
             ],
         ),
         (
             "stopping",
             [
                 "stopping", "stopping", "stopping", "stopping", "stopping", "stopped", "stopping",
-                "stopping", "stopping", "stopping", "stopping",
+                "stopping", "stopping", "stopping", "stopping", "stopping",
             ],
         ),
         (
             "waiting",
             [
                 "starting", "stopped", "waiting", "waiting", "waiting", "waiting", "waiting",
-                "waiting", "starting", "failed", "waiting",
+                "waiting", "starting", "failed", "waiting", "waiting",
             ],
         ),
         (
             "exited",
             [
                 "starting", "stopped", "exited", "exited", "exited", "exited", "exited", "exited",
-                "exited", "failed", "exited",
+                "exited", "failed", "exited", "exited",
             ],
         ),
         (
             "failed",
             [
                 "starting", "failed", "failed", "failed", "failed", "failed", "failed", "failed",
-                "failed", "failed", "failed",
+                "failed", "failed", "failed", "failed",
             ],
         ),
     ];

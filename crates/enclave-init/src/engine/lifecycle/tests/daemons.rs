@@ -147,3 +147,106 @@ fn a_stop_or_a_timeout_while_the_main_pid_is_looked_for() {
         }
     );
 }
+
+fn reloadable() -> ServiceSpec {
+    let mut s = spec();
+    s.exec_reload = vec![
+        Command::new(vec!["/bin/kill".into(), "-HUP".into(), "$MAINPID".into()]),
+        Command::new(vec!["/bin/check".into()]),
+    ];
+    s.timeout_start = Duration::from_secs(2);
+    s
+}
+
+#[test]
+fn exec_reload_runs_its_commands_in_order_and_stays_ready() {
+    let s = reloadable();
+    let mut life = running(&s, 7);
+    let a = life.handle(&s, Event::Reload, at(1));
+    assert_eq!(effects(&a), [Action::Spawn(Proc::Reload(0))]);
+    assert!(life.state.is_ready() && life.state.main_pid() == Some(7));
+    life.handle(&s, Event::Spawned { pid: 20 }, at(2));
+    assert_eq!(life.state.pids(), [7, 20]);
+    let a = life.handle(&s, exited(20, 0), at(3));
+    assert_eq!(effects(&a), [Action::Spawn(Proc::Reload(1))]);
+    life.handle(&s, Event::Spawned { pid: 21 }, at(4));
+    let a = life.handle(&s, exited(21, 0), at(5));
+    assert_eq!(logs(&a), ["reloaded"]);
+    assert_eq!(life.state, State::Running { pid: 7 });
+    assert_eq!(life.reload_failure, None);
+}
+
+#[test]
+fn a_failed_or_late_reload_is_reported_and_the_service_runs_on() {
+    let s = reloadable();
+    let mut life = running(&s, 7);
+    life.handle(&s, Event::Reload, at(1));
+    life.handle(&s, Event::Spawned { pid: 20 }, at(2));
+    let a = life.handle(&s, exited(20, 1), at(3));
+    assert_eq!(
+        logs(&a),
+        ["reload failed: ExecReload 1 exited with status 1"]
+    );
+    assert_eq!(life.state, State::Running { pid: 7 });
+    assert_eq!(
+        life.reload_failure.as_deref(),
+        Some("ExecReload 1 exited with status 1")
+    );
+    // Too slow: killed at TimeoutStartSec.
+    life.handle(&s, Event::Reload, at(10));
+    assert_eq!(
+        life.reload_failure, None,
+        "a new reload clears the last failure"
+    );
+    life.handle(&s, Event::Spawned { pid: 22 }, at(11));
+    let a = life.handle(&s, Event::Deadline, at(2011));
+    assert_eq!(
+        effects(&a),
+        [Action::Signal {
+            pid: 22,
+            group: true,
+            signal: libc::SIGKILL
+        }]
+    );
+    assert_eq!(life.state, State::Running { pid: 7 });
+    assert_eq!(life.reload_failure.as_deref(), Some("ExecReload timed out"));
+}
+
+#[test]
+fn a_stop_or_the_main_process_ending_during_a_reload() {
+    let s = reloadable();
+    let mut life = running(&s, 7);
+    life.handle(&s, Event::Reload, at(1));
+    life.handle(&s, Event::Spawned { pid: 20 }, at(2));
+    let a = life.handle(&s, Event::Stop, at(3));
+    assert_eq!(
+        effects(&a)[..2],
+        [
+            Action::Signal {
+                pid: 20,
+                group: true,
+                signal: libc::SIGKILL
+            },
+            Action::Signal {
+                pid: 7,
+                group: true,
+                signal: libc::SIGTERM
+            },
+        ]
+    );
+    assert!(matches!(life.state, State::Stopping { main: Some(7), .. }));
+
+    let mut life = running(&s, 7);
+    life.handle(&s, Event::Reload, at(1));
+    life.handle(&s, Event::Spawned { pid: 20 }, at(2));
+    let a = life.handle(&s, exited(7, 0), at(3));
+    assert_eq!(
+        effects(&a),
+        [Action::Signal {
+            pid: 20,
+            group: true,
+            signal: libc::SIGKILL
+        }]
+    );
+    assert_eq!(life.state, State::Exited { active: false });
+}

@@ -518,6 +518,52 @@ fn every_request_in_every_state_ends_where_it_says() {
 }
 
 #[test]
+fn kill_and_reload_requests_in_every_state() {
+    for &(state, _) in STATES {
+        let mut w = world_in(state);
+        let main = w.engine.unit("svc").unwrap().life.state.main_pid();
+        let answer = w.request(Request::Kill {
+            name: "svc".into(),
+            signal: libc::SIGHUP,
+            all: false,
+        });
+        assert_eq!(
+            answer.is_ok(),
+            main.is_some(),
+            "kill in {state}: {answer:?}"
+        );
+        let signalled = w.log.iter().any(|e| {
+            matches!(e, Effect::Signal { pid, group: false, signal: libc::SIGHUP, .. } if Some(*pid) == main)
+        });
+        assert_eq!(signalled, main.is_some(), "kill in {state}");
+        w.check_invariants();
+        // Without ExecReload, never.
+        let mut w = world_in(state);
+        let answer = w.request(Request::Reload("svc".into()));
+        assert_eq!(
+            answer,
+            Err("svc has no ExecReload= to reload it with".into()),
+            "{state}"
+        );
+        w.check_invariants();
+    }
+    let mut s = spec("svc");
+    s.exec_reload = vec![crate::model::spec::Command::new(vec!["/bin/true".into()])];
+    let mut w = World::with(Mode::NoBoot, vec![s]);
+    assert_eq!(w.state("svc"), "running");
+    assert_eq!(
+        w.request(Request::Reload("svc".into())),
+        Ok("svc: reloading".into())
+    );
+    assert!(w.spawns.iter().any(|(_, p, _)| *p == Proc::Reload(0)));
+    assert_eq!(
+        w.request(Request::Reload("svc".into())),
+        Err("svc is reloading, not running".into())
+    );
+    w.check_invariants();
+}
+
+#[test]
 fn reload_adds_removes_and_changes_and_a_revert_is_a_change_back() {
     let v = |n: u32| {
         let mut s = spec("app");
