@@ -207,6 +207,30 @@ impl Apt {
     }
 }
 
+/// Debian's daemons whose own unit files the tests run unchanged
+/// (`tests/debian_units.rs`). Their services are kept from starting at
+/// install (a `policy-rc.d` that says no, for the install only, as in a
+/// container), so that no copy runs outside the tests.
+pub fn install_daemons() -> Result<(), String> {
+    const POLICY: &str = "/usr/sbin/policy-rc.d";
+    let made = !Path::new(POLICY).exists();
+    if made {
+        std::fs::write(
+            POLICY,
+            "#!/bin/sh\n# enclave-init's setup: no service starts at install\nexit 101\n",
+        )
+        .and_then(|()| {
+            std::fs::set_permissions(POLICY, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        })
+        .map_err(|e| format!("{POLICY}: {e}"))?;
+    }
+    let result = Apt::default().install(&["redis-server", "nginx-light"]);
+    if made {
+        let _ = std::fs::remove_file(POLICY);
+    }
+    result
+}
+
 /// Installs whatever is missing (both machines' tools), then returns the
 /// assets.
 pub fn setup() -> Result<Assets, String> {
@@ -242,6 +266,7 @@ pub fn setup() -> Result<Assets, String> {
         fetch_kernel(&mut apt)?;
     }
     crate::nitro::setup(&mut apt)?;
+    install_daemons()?;
     find()
 }
 

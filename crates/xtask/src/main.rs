@@ -73,6 +73,8 @@ fn test(args: &[String]) -> Result<(), String> {
     if !no_vm {
         assets::setup()?;
         assets::static_binaries()?;
+    } else if std::env::var_os("EI_SKIP_DEBIAN_UNITS").is_none() {
+        assets::install_daemons()?;
     }
     let root = assets::workspace_root();
     // initctl is a binary of a sibling package: the integration tests of

@@ -62,6 +62,9 @@ impl Supervisor {
                 blocked: one.blocked,
             };
         }
+        for warning in std::mem::take(&mut launch.warnings) {
+            console::log(Level::Warn, &format!("{name}: {warning}"));
+        }
         let streams = spawn::streams(spec);
         if let Some(dir) = self.cgroup_of(name) {
             match std::fs::create_dir(&dir) {

@@ -62,6 +62,8 @@ pub struct Launch {
     /// Signals ignored and blocked at exec (the one command's caller's).
     pub signals: sys::InheritedSignals,
     pub umask: Option<u32>,
+    /// What the caller should log (a limit lowered to what init may grant).
+    pub warnings: Vec<String>,
 }
 
 /// A variable of a process's environment: bytes, as the kernel has them.
@@ -218,6 +220,55 @@ pub fn find_program(program: &OsStr, env: &[Var]) -> Result<PathBuf, SpawnError>
 /// The rlimits a process of `spec` gets: its `Limit*` keys, and for
 /// descriptors without `LimitNOFILE` the limits init itself was given
 /// (`nofile`; init raised its own soft limit, its services keep theirs).
+/// Lowers the limits whose hard value is above init's own when init may
+/// not raise hard limits (no CAP_SYS_RESOURCE: some sandboxes' root; an
+/// enclave's root may): `setrlimit` would fail the start, where the
+/// service can run with the most init can give. Each lowering is a
+/// warning naming the limit. `current`: init's own (soft, hard).
+pub fn clamp_limits(
+    limits: Vec<sys::Rlimit>,
+    may_raise: bool,
+    current: impl Fn(sys::RlimitResource) -> Option<(u64, u64)>,
+) -> (Vec<sys::Rlimit>, Vec<String>) {
+    if may_raise {
+        return (limits, Vec::new());
+    }
+    let mut warnings = Vec::new();
+    let limits = limits
+        .into_iter()
+        .map(|(resource, soft, hard)| match current(resource) {
+            Some((_, ceiling)) if hard > ceiling => {
+                warnings.push(format!(
+                    "{} hard limit {} is above what init may grant (no CAP_SYS_RESOURCE): using {ceiling}",
+                    limit_name(resource),
+                    limit_text(hard)
+                ));
+                (resource, soft.min(ceiling), ceiling)
+            }
+            _ => (resource, soft, hard),
+        })
+        .collect();
+    (limits, warnings)
+}
+
+fn limit_name(resource: sys::RlimitResource) -> &'static str {
+    match resource as libc::c_int {
+        r if r == libc::RLIMIT_NOFILE as libc::c_int => "LimitNOFILE",
+        r if r == libc::RLIMIT_NPROC as libc::c_int => "LimitNPROC",
+        r if r == libc::RLIMIT_CORE as libc::c_int => "LimitCORE",
+        r if r == libc::RLIMIT_MEMLOCK as libc::c_int => "LimitMEMLOCK",
+        _ => "a limit",
+    }
+}
+
+fn limit_text(v: u64) -> String {
+    if v == libc::RLIM_INFINITY {
+        "infinity".into()
+    } else {
+        v.to_string()
+    }
+}
+
 pub fn rlimits(spec: &ServiceSpec, nofile: Option<(u64, u64)>) -> Vec<sys::Rlimit> {
     let value = |v: u64| {
         if v == u64::MAX {
@@ -265,6 +316,9 @@ pub fn prepare(
     } else {
         resolve_identity(root, spec.user.as_deref(), spec.group.as_deref())?
     };
+    let (limits, warnings) = clamp_limits(rlimits(spec, nofile), sys::may_raise_limits(), |r| {
+        sys::getrlimit(r).ok()
+    });
     let env = environment(base_env, spec, user.as_ref(), extra_env)?;
     let mut argv = if command.expand {
         crate::parse::words::expand(&command.argv, |name| {
@@ -305,12 +359,13 @@ pub fn prepare(
         env,
         cwd,
         identity,
-        limits: rlimits(spec, nofile),
+        limits,
         stdin_inherit: spec.inherit_stdin,
         cgroup_procs: None,
         session: sys::Session::New,
         signals: sys::InheritedSignals::default(),
         umask: spec.umask,
+        warnings,
     })
 }
 
@@ -415,6 +470,30 @@ pub fn streams(spec: &ServiceSpec) -> std::io::Result<(Stream, Stream, Option<Ow
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn limits_above_what_init_may_grant_are_lowered_with_a_warning() {
+        let nofile = libc::RLIMIT_NOFILE as sys::RlimitResource;
+        let core = libc::RLIMIT_CORE as sys::RlimitResource;
+        let asked = vec![(nofile, 65535, 65535), (core, 0, 10)];
+        let current = |r| Some(if r == nofile { (1024, 20000) } else { (0, 0) });
+        let (limits, warnings) = clamp_limits(asked.clone(), true, current);
+        assert_eq!(
+            (limits, warnings.len()),
+            (asked.clone(), 0),
+            "with CAP_SYS_RESOURCE"
+        );
+        let (limits, warnings) = clamp_limits(asked, false, current);
+        assert_eq!(limits, [(nofile, 20000, 20000), (core, 0, 0)]);
+        assert_eq!(
+            warnings,
+            [
+                "LimitNOFILE hard limit 65535 is above what init may grant (no CAP_SYS_RESOURCE): using 20000",
+                "LimitCORE hard limit 10 is above what init may grant (no CAP_SYS_RESOURCE): using 0",
+            ]
+        );
+    }
+
     use super::*;
     use crate::model::spec::EnvironmentFile;
 
@@ -431,6 +510,7 @@ mod tests {
             session: sys::Session::New,
             signals: sys::InheritedSignals::default(),
             umask: None,
+            warnings: Vec::new(),
         }
     }
 

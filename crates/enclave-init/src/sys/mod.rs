@@ -73,6 +73,57 @@ pub fn inotify_watch_dir(fd: BorrowedFd<'_>, dir: &std::path::Path) -> io::Resul
     check(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) }).map(drop)
 }
 
+/// `getrlimit(2)`: (soft, hard) of init itself.
+pub fn getrlimit(resource: RlimitResource) -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid pointer to a local.
+    check(unsafe { libc::getrlimit(resource, &mut limit) })?;
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Whether init may raise hard resource limits (CAP_SYS_RESOURCE in its
+/// effective set): root in an enclave may; root in some sandboxes not.
+pub fn may_raise_limits() -> bool {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget with a version 3 header and room for its two words.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        )
+    };
+    ret == 0
+        && data
+            .first()
+            .is_some_and(|d| d.effective & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
 /// `getpgid(2)`: the process group of `pid`.
 pub fn getpgid(pid: Pid) -> io::Result<Pid> {
     // SAFETY: an integer.
