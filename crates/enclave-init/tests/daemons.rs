@@ -230,3 +230,111 @@ fn initctl_kill_signals_the_main_process_or_all() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn initctl() -> String {
+    common::initctl_bin().display().to_string()
+}
+
+#[test]
+fn the_watchdog_restarts_a_service_that_stops_pinging() {
+    let unit = format!(
+        "[Service]\nType=notify\nWatchdogSec=1\nRestart=on-watchdog\nRestartSec=0\n\
+         ExecStart=/bin/sh -c 'echo \"usec=$WATCHDOG_USEC\"; {i} notify --ready; \
+         for n in 1 2 3; do {i} notify WATCHDOG=1; sleep 0.2; done; echo stopped-pinging; exec sleep 1000'\n",
+        i = initctl()
+    );
+    let init = Builder::new("watchdog").service("w", &unit).start();
+    init.wait_for("usec=1000000");
+    init.wait_for("stopped-pinging");
+    init.wait_for("w: watchdog timeout: sending SIGABRT to the main process");
+    init.wait_for("w: main process killed by SIGABRT");
+    init.wait_for("w: restarting in");
+    init.wait_count("usec=1000000", 2);
+}
+
+#[test]
+fn mainpid_hands_the_service_to_the_process_its_wrapper_started() {
+    let unit = format!(
+        "[Service]\nType=notify\nExecStart=/bin/sh -c 'sleep 1000 & echo daemon=$!; {i} notify --ready MAINPID=$!; echo wrapper-done'\n",
+        i = initctl()
+    );
+    let init = Builder::new("mainpid")
+        .how(As::Subreaper)
+        .service("m", &unit)
+        .start();
+    let line = init.line_with("daemon=");
+    let daemon: i32 = line.rsplit('=').next().unwrap().trim().parse().unwrap();
+    init.wait_for(&format!("m: main process is now {daemon} (MAINPID, was "));
+    init.wait_for("wrapper-done");
+    init.wait_socket();
+    wait_until("running with the daemon as its main process", || {
+        let s = init.status("m");
+        s["state"] == "running" && s["pid"] == daemon
+    });
+    assert!(init.initctl(&["stop", "m"]).status.success());
+    init.wait_for("m: stopped");
+    assert!(!alive(daemon));
+}
+
+/// A cgroup2 hierarchy for a test: the machine's, or one mounted for it.
+fn cgroup2_root(tag: &str) -> (std::path::PathBuf, Option<std::path::PathBuf>) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let existing = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .map(|f| std::path::PathBuf::from(f[1]));
+    let (base, mounted) = match existing {
+        Some(path) => (path, None),
+        None => {
+            let dir = std::env::temp_dir().join(format!("ei-cg2-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "cgroup2", "none"])
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "this test needs cgroup2 (mount -t cgroup2 failed)");
+            (dir.clone(), Some(dir))
+        }
+    };
+    let root = base.join(format!("ei-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    (root, mounted)
+}
+
+#[test]
+fn notify_access_all_takes_readiness_from_a_helper_that_left_the_session() {
+    let (cgroups, mounted) = cgroup2_root("notify");
+    // The helper calls setsid: neither the main process, nor its group,
+    // nor its session; only the service's cgroup says it is the service's.
+    let unit = |access: &str| {
+        format!(
+            "[Service]\nType=notify\nNotifyAccess={access}\nTimeoutStartSec=3\n\
+             ExecStart=/bin/sh -c 'setsid {i} notify --ready; echo helper-sent; exec sleep 1000'\n",
+            i = initctl()
+        )
+    };
+    let init = Builder::new("notifyall")
+        .env(
+            "ENCLAVE_INIT_TEST_CGROUP_ROOT",
+            &cgroups.display().to_string(),
+        )
+        .service("all", &unit("all"))
+        .service("main", &unit("main"))
+        .start();
+    init.wait_for("all: ready");
+    init.wait_for("main: not ready within TimeoutStartSec=3s");
+    init.wait_socket();
+    assert_eq!(init.status("all")["state"], "running");
+    assert!(init.initctl(&["stop", "all"]).status.success());
+    drop(init);
+    for dir in ["all.service", "main.service", ""] {
+        let _ = std::fs::remove_dir(cgroups.join(dir));
+    }
+    if let Some(dir) = mounted {
+        let _ = std::process::Command::new("umount").arg(&dir).status();
+        let _ = std::fs::remove_dir(&dir);
+    }
+}

@@ -24,6 +24,21 @@ pub enum RestartPolicy {
     OnFailure,
     OnAbnormal,
     OnAbort,
+    OnWatchdog,
+}
+
+/// `NotifyAccess=`: whose notify messages count for the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyAccess {
+    None,
+    /// The main process only.
+    Main,
+    /// The main process and every process init started for the service
+    /// (`ExecStartPre`, `ExecReload`, ...).
+    Exec,
+    /// Any process of the service: its process group, its session, its
+    /// cgroup.
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +171,14 @@ pub struct ServiceSpec {
     pub state_directory_mode: u32,
     /// `PIDFile=`: where a `Type=forking` daemon writes its main pid.
     pub pid_file: Option<PathBuf>,
+    /// `NotifyAccess=`; `None`: the main process and its process group
+    /// (see the README for why that is the default here).
+    pub notify_access: Option<NotifyAccess>,
+    /// `WatchdogSec=`: `WATCHDOG=1` expected at least this often once
+    /// running; `None` (or 0): no watchdog.
+    pub watchdog: Option<Duration>,
+    /// `WatchdogSignal=` (SIGABRT).
+    pub watchdog_signal: i32,
     /// Its exit status is init's result, not an error to report (the
     /// `-- CMD` service): a non-zero exit is logged as information.
     pub exit_is_the_result: bool,
@@ -210,8 +233,19 @@ impl ServiceSpec {
             state_directory: Vec::new(),
             state_directory_mode: 0o755,
             pid_file: None,
+            notify_access: None,
+            watchdog: None,
+            watchdog_signal: libc::SIGABRT,
             exit_is_the_result: false,
         }
+    }
+
+    /// Whether the service talks on the notify socket: `Type=notify`, a
+    /// watchdog, or a `NotifyAccess=` other than `none`.
+    pub fn uses_notify(&self) -> bool {
+        self.service_type == ServiceType::Notify
+            || self.watchdog.is_some()
+            || self.notify_access.is_some_and(|a| a != NotifyAccess::None)
     }
 
     /// The service `main` of nitro-cli's `/cmd`: exactly the C init's single

@@ -55,6 +55,10 @@ pub const KEYS: &[&str] = &[
     "StateDirectory",
     "StateDirectoryMode",
     "PIDFile",
+    "NotifyAccess",
+    "WatchdogSec",
+    "WatchdogSignal",
+    "TimeoutSec",
 ];
 
 const TYPES: &[(&str, ServiceType)] = &[
@@ -73,6 +77,13 @@ const RESTARTS: &[(&str, RestartPolicy)] = &[
     ("on-failure", RestartPolicy::OnFailure),
     ("on-abnormal", RestartPolicy::OnAbnormal),
     ("on-abort", RestartPolicy::OnAbort),
+    ("on-watchdog", RestartPolicy::OnWatchdog),
+];
+const NOTIFY_ACCESS: &[(&str, NotifyAccess)] = &[
+    ("none", NotifyAccess::None),
+    ("main", NotifyAccess::Main),
+    ("exec", NotifyAccess::Exec),
+    ("all", NotifyAccess::All),
 ];
 const KILL_MODES: &[(&str, KillMode)] = &[
     ("control-group", KillMode::ControlGroup),
@@ -343,6 +354,18 @@ fn apply(
             }
         }
         "UMask" => spec.umask = Some(mode(v, 0o777)?),
+        "NotifyAccess" => spec.notify_access = Some(toml_keys::choice(v, NOTIFY_ACCESS)?),
+        "WatchdogSec" => {
+            let d = toml_keys::duration(v)?;
+            spec.watchdog = (!d.is_zero() && d != Duration::MAX).then_some(d);
+        }
+        "WatchdogSignal" => spec.watchdog_signal = signal(v)?,
+        // systemd: both start and stop timeouts at once.
+        "TimeoutSec" => {
+            let d = zero_is_infinity(toml_keys::duration(v)?);
+            spec.timeout_start = d;
+            spec.timeout_stop = Some(d);
+        }
         "RuntimeDirectory" => spec.runtime_directory = directories(v)?,
         "RuntimeDirectoryMode" => spec.runtime_directory_mode = mode(v, 0o7777)?,
         "StateDirectory" => spec.state_directory = directories(v)?,

@@ -210,7 +210,7 @@ fn every_bad_value_names_file_line_and_key() {
         ("ExecStart = \"a\"\nType = \"dbus\"", "/service/web.service:2: key Type: invalid value \"dbus\": expected one of simple, oneshot, notify, forking, exec"),
         ("ExecStart = \"a\"\nRemainAfterExit = \"yes\"", "/service/web.service:2: key RemainAfterExit: expected true or false, found string"),
         ("ExecStart = \"a\"\nTimeoutStartSec = \"x\"", "/service/web.service:2: key TimeoutStartSec: invalid duration \"x\": expected a number at \"x\""),
-        ("ExecStart = \"a\"\nRestart = \"sometimes\"", "/service/web.service:2: key Restart: invalid value \"sometimes\": expected one of no, always, on-success, on-failure, on-abnormal, on-abort"),
+        ("ExecStart = \"a\"\nRestart = \"sometimes\"", "/service/web.service:2: key Restart: invalid value \"sometimes\": expected one of no, always, on-success, on-failure, on-abnormal, on-abort, on-watchdog"),
         ("ExecStart = \"a\"\nRestartSec = -1", "/service/web.service:2: key RestartSec: invalid duration -1: must not be negative"),
         ("ExecStart = \"a\"\nRestartSteps = -1", "/service/web.service:2: key RestartSteps: -1 is out of range 0..=3000"),
         ("ExecStart = \"a\"\nRestartMaxDelaySec = []", "/service/web.service:2: key RestartMaxDelaySec: expected a duration such as 5, 0.5 or \"1min 30s\", found array"),

@@ -405,6 +405,9 @@ const SERVICE_KEYS: &[(&str, Kind)] = &[
     ("StateDirectory", Kind::Words),
     ("StateDirectoryMode", Kind::Text),
     ("PIDFile", Kind::Text),
+    ("NotifyAccess", Kind::Text),
+    ("WatchdogSec", Kind::Text),
+    ("WatchdogSignal", Kind::Text),
 ];
 
 const UNIT_KEYS: &[(&str, Kind)] = &[

@@ -160,11 +160,52 @@ impl Supervisor {
             .collect()
     }
 
+    /// The service whose cgroup holds `pid` (cgroup tracking only): the
+    /// last part of its cgroup2 path, `NAME.service`.
+    pub(super) fn cgroup_service(&self, pid: Pid) -> Option<String> {
+        self.settings.cgroup_root.as_ref()?;
+        let path = self.settings.proc_path.join(format!("{pid}/cgroup"));
+        let bytes = crate::host::files::read(&path, 4096).ok()?;
+        let text = String::from_utf8_lossy(&bytes);
+        let line = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let last = line.trim().rsplit('/').next()?;
+        last.strip_suffix(".service").map(str::to_string)
+    }
+
+    /// What the engine needs to know of a notify message's sender, and of
+    /// the process its `MAINPID=` names.
+    pub(super) fn notify_facts(
+        &self,
+        sender: Pid,
+        fields: &Result<Vec<(String, String)>, String>,
+    ) -> crate::engine::orchestrator::NotifyFacts {
+        let claimed = fields
+            .as_ref()
+            .ok()
+            .and_then(|f| f.iter().find(|(k, _)| k == "MAINPID"))
+            .and_then(|(_, v)| v.parse::<Pid>().ok())
+            .filter(|p| *p > 1)
+            .and_then(|pid| {
+                let st = self.stat(pid).filter(|st| st.state != 'Z')?;
+                Some(crate::engine::orchestrator::Claimed {
+                    pid,
+                    pgid: Some(st.pgrp),
+                    session: Some(st.session),
+                    cgroup: self.cgroup_service(pid),
+                })
+            });
+        crate::engine::orchestrator::NotifyFacts {
+            session: self.stat(sender).map(|st| st.session),
+            cgroup: self.cgroup_service(sender),
+            claimed,
+        }
+    }
+
     fn is_alive(&self, pid: Pid) -> bool {
         self.stat(pid).is_some_and(|st| st.state != 'Z')
     }
 
-    fn stat(&self, pid: Pid) -> Option<Stat> {
+    pub(super) fn stat(&self, pid: Pid) -> Option<Stat> {
         let path = self.settings.proc_path.join(format!("{pid}/stat"));
         let bytes = crate::host::files::read(&path, 4096).ok()?;
         parse_stat(&String::from_utf8_lossy(&bytes))
@@ -173,11 +214,11 @@ impl Supervisor {
 
 /// What `/proc/PID/stat` says of a process that matters here.
 #[derive(Debug, PartialEq, Eq)]
-struct Stat {
-    state: char,
-    ppid: Pid,
-    pgrp: Pid,
-    session: Pid,
+pub(super) struct Stat {
+    pub state: char,
+    pub ppid: Pid,
+    pub pgrp: Pid,
+    pub session: Pid,
 }
 
 /// Fields after the command name, which may hold spaces and parentheses.

@@ -26,7 +26,7 @@ use crate::host::output::{LineSplitter, Lines, LogRing};
 use crate::host::panics;
 use crate::host::ratelimit::RateLimit;
 use crate::model::duration;
-use crate::model::spec::{self, ServiceType};
+use crate::model::spec;
 use crate::model::Level;
 pub use crate::model::{Ending, Mode};
 use crate::model::{Exit, Pid, Settings};
@@ -237,15 +237,11 @@ impl Supervisor {
         self.boot_report = BootReport { entropy, ..report };
     }
 
-    /// The notify socket, created when the first `Type=notify` service
-    /// appears: a start (`-- CMD` above all) makes only what it needs.
+    /// The notify socket, created when the first service that talks on it
+    /// appears (`Type=notify`, a watchdog, `NotifyAccess=`): a start
+    /// (`-- CMD` above all) makes only what it needs.
     fn ensure_notify_socket(&mut self, set: &ServiceSet) {
-        if self.notify.is_some()
-            || !set
-                .services
-                .iter()
-                .any(|s| s.service_type == ServiceType::Notify)
-        {
+        if self.notify.is_some() || !set.services.iter().any(spec::ServiceSpec::uses_notify) {
             return;
         }
         let notify_path = notify_path_for(&self.settings.config.control.socket);

@@ -27,10 +27,20 @@ impl Supervisor {
             return Err(failure(format!("no command for {proc:?}"), 1, false));
         };
         let mut extra: Vec<spawn::Var> = Vec::new();
-        if proc == Proc::Main && spec.service_type == ServiceType::Notify {
+        let control_may_notify = matches!(
+            spec.notify_access,
+            Some(spec::NotifyAccess::Exec | spec::NotifyAccess::All)
+        );
+        if spec.uses_notify() && (proc == Proc::Main || control_may_notify) {
             if let Some(sock) = &self.notify {
                 extra.push(("NOTIFY_SOCKET".into(), sock.path.clone().into_os_string()));
             }
+        }
+        if let (Proc::Main, Some(interval)) = (proc, spec.watchdog) {
+            extra.push((
+                "WATCHDOG_USEC".into(),
+                interval.as_micros().to_string().into(),
+            ));
         }
         if let (Proc::Stop(_) | Proc::Reload(_), Some(pid)) = (proc, unit.life.state.main_pid()) {
             extra.push(("MAINPID".into(), pid.to_string().into()));
@@ -227,15 +237,16 @@ impl Supervisor {
     }
 
     /// The process group to signal for `pid`: its own number, since every
-    /// process init starts leads its group (setsid), except a forking
-    /// daemon, which may live on in its start command's group. Its group
-    /// is asked for only while it is the live main process (init's unreaped
-    /// child, so its number cannot have been reused); never init's own.
+    /// process init starts leads its group (setsid), except a main process
+    /// init did not start (a forking daemon, a `MAINPID=`), which may live
+    /// on in its starter's group. Its group is asked for only while it is
+    /// the service's live main process; never init's own.
     fn group_of(&self, name: &str, pid: Pid) -> Pid {
-        let forked_main = self.engine.unit(name).is_some_and(|u| {
-            u.spec.service_type == ServiceType::Forking && u.life.state.main_pid() == Some(pid)
-        });
-        if !forked_main {
+        let is_main = self
+            .engine
+            .unit(name)
+            .is_some_and(|u| u.life.state.main_pid() == Some(pid));
+        if !is_main {
             return pid;
         }
         sys::getpgid(pid)

@@ -182,10 +182,12 @@ impl Supervisor {
             let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(message.pid)))
                 .ok()
                 .map(|g| g.as_raw());
+            let facts = self.notify_facts(message.pid, &message.body);
             self.feed(Input::Notify {
                 pid: message.pid,
                 pgid,
                 fields: message.body.clone(),
+                facts,
             });
             // The message (and its barrier fd) is dropped here: the sender
             // learns that init has handled it.

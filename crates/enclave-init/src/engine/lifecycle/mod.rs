@@ -23,6 +23,8 @@ pub enum Failure {
     Spawn { reason: String, status: i32 },
     /// Not ready within `TimeoutStartSec`.
     StartTimeout,
+    /// No `WATCHDOG=1` within `WatchdogSec` (or `WATCHDOG=trigger`).
+    Watchdog,
     /// More starts than `StartLimitBurst` within `StartLimitIntervalSec`.
     StartLimit,
     /// Set by the supervisor for reasons outside the service itself
@@ -39,6 +41,7 @@ impl Failure {
             Failure::Exit(exit) => exit.describe(),
             Failure::Spawn { reason, .. } => reason.clone(),
             Failure::StartTimeout => "start timed out".into(),
+            Failure::Watchdog => "watchdog timeout".into(),
             Failure::StartLimit => "start limit hit".into(),
             Failure::Dependency(reason) => reason.clone(),
             Failure::Internal(reason) => format!("internal error: {reason}"),
@@ -51,6 +54,7 @@ impl Failure {
             Failure::Exit(exit) => exit.status(),
             Failure::Spawn { status, .. } => *status,
             Failure::StartTimeout
+            | Failure::Watchdog
             | Failure::StartLimit
             | Failure::Dependency(_)
             | Failure::Internal(_) => 1,
@@ -72,6 +76,7 @@ pub enum ExitCause {
     UncleanCode,
     UncleanSignal,
     Timeout,
+    Watchdog,
     /// Start limit or an outside reason: never restarted automatically.
     Final,
 }
@@ -85,6 +90,7 @@ impl Outcome {
             }
             Outcome::Failure(Failure::Exit(Exit::Signal(_))) => ExitCause::UncleanSignal,
             Outcome::Failure(Failure::StartTimeout) => ExitCause::Timeout,
+            Outcome::Failure(Failure::Watchdog) => ExitCause::Watchdog,
             Outcome::Failure(
                 Failure::StartLimit | Failure::Dependency(_) | Failure::Internal(_),
             ) => ExitCause::Final,
@@ -98,15 +104,19 @@ pub fn restarts_on(policy: RestartPolicy, cause: ExitCause) -> bool {
     use RestartPolicy as P;
     match (policy, cause) {
         (_, C::Final) | (P::No, _) => false,
-        (P::Always, C::Clean | C::UncleanCode | C::UncleanSignal | C::Timeout) => true,
+        (P::Always, C::Clean | C::UncleanCode | C::UncleanSignal | C::Timeout | C::Watchdog) => {
+            true
+        }
         (P::OnSuccess, C::Clean) => true,
-        (P::OnSuccess, C::UncleanCode | C::UncleanSignal | C::Timeout) => false,
+        (P::OnSuccess, C::UncleanCode | C::UncleanSignal | C::Timeout | C::Watchdog) => false,
         (P::OnFailure, C::Clean) => false,
-        (P::OnFailure, C::UncleanCode | C::UncleanSignal | C::Timeout) => true,
+        (P::OnFailure, C::UncleanCode | C::UncleanSignal | C::Timeout | C::Watchdog) => true,
         (P::OnAbnormal, C::Clean | C::UncleanCode) => false,
-        (P::OnAbnormal, C::UncleanSignal | C::Timeout) => true,
-        (P::OnAbort, C::Clean | C::UncleanCode | C::Timeout) => false,
+        (P::OnAbnormal, C::UncleanSignal | C::Timeout | C::Watchdog) => true,
+        (P::OnAbort, C::Clean | C::UncleanCode | C::Timeout | C::Watchdog) => false,
         (P::OnAbort, C::UncleanSignal) => true,
+        (P::OnWatchdog, C::Watchdog) => true,
+        (P::OnWatchdog, C::Clean | C::UncleanCode | C::UncleanSignal | C::Timeout) => false,
     }
 }
 
@@ -395,6 +405,9 @@ pub enum Event {
     /// `initctl reload NAME`: run `ExecReload` (the orchestrator checked
     /// that it has some and runs).
     Reload,
+    /// A notify message beyond `READY=1` from a process allowed to speak
+    /// for the service.
+    Notice(Notice),
     /// The supervisor will not start it: a dependency failed, is missing,
     /// or is part of a cycle.
     Refuse {
@@ -416,6 +429,7 @@ impl Event {
             Event::Deadline => "a deadline",
             Event::MainPid(_) => "a main pid",
             Event::Reload => "a reload",
+            Event::Notice(_) => "a notify message",
             Event::Refuse { .. } => "a refused start",
         }
     }
@@ -434,6 +448,11 @@ pub struct Life {
     starts: VecDeque<Instant>,
     /// Why the last `ExecReload` failed (`None`: it succeeded, or none ran).
     pub reload_failure: Option<String>,
+    /// The watchdog's interval for this run: `WatchdogSec`, or what
+    /// `WATCHDOG_USEC=` set.
+    pub watchdog_interval: Option<Duration>,
+    /// When the watchdog fires unless `WATCHDOG=1` comes (running only).
+    pub watchdog_due: Option<Instant>,
     /// Starts in a row that failed for lack of resources (EAGAIN, EMFILE):
     /// their retries back off and only the first is logged as an error.
     transient_failures: u32,
@@ -450,6 +469,8 @@ impl Life {
             last_exit: None,
             starts: VecDeque::new(),
             reload_failure: None,
+            watchdog_interval: None,
+            watchdog_due: None,
             transient_failures: 0,
         }
     }
@@ -463,7 +484,26 @@ impl Life {
         if std::mem::discriminant(&state) != std::mem::discriminant(&self.state) {
             self.since = now;
         }
+        let up = |s: &State| matches!(s, State::Running { .. } | State::Reloading { .. });
+        // The watchdog runs from the moment the service is up, and only
+        // while it is.
+        match (up(&self.state), up(&state)) {
+            (false, true) => {
+                self.watchdog_due = self.watchdog_interval.and_then(|d| now.checked_add(d))
+            }
+            (_, false) => self.watchdog_due = None,
+            (true, true) => {}
+        }
         self.state = state;
+    }
+
+    /// The earliest time this service wants a `Deadline`: its state's, or
+    /// its watchdog's.
+    pub fn deadline(&self) -> Option<Instant> {
+        match (self.state.deadline(), self.watchdog_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The one transition function.
@@ -488,13 +528,17 @@ impl Life {
             Event::Deadline => self.on_deadline(spec, now, &mut out),
             Event::MainPid(found) => self.on_main_pid(spec, found, now, &mut out),
             Event::Reload => self.on_reload(spec, now, &mut out),
+            Event::Notice(notice) => self.on_notice(spec, notice, now, &mut out),
             Event::Refuse { reason } => self.on_refuse(spec, reason, now, &mut out),
         }
         out
     }
 }
 
+mod notify;
 mod reload;
+
+pub use notify::Notice;
 mod stopping;
 mod transitions;
 

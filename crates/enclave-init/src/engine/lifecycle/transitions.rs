@@ -416,6 +416,10 @@ impl Life {
     }
 
     pub(super) fn on_deadline(&mut self, spec: &ServiceSpec, now: Instant, out: &mut Actions) {
+        if self.watchdog_due.is_some_and(|d| d <= now) {
+            self.watchdog_fired(spec, now, out);
+            return;
+        }
         if self.state.deadline().is_none_or(|d| d > now) {
             return;
         }
@@ -615,6 +619,7 @@ impl Life {
             }
             self.starts.push_back(now);
         }
+        self.watchdog_interval = spec.watchdog;
         let deadline = match spec.timeout_start {
             d if d.is_zero() => None,
             d => now.checked_add(d),

@@ -220,6 +220,7 @@ pub enum Input {
         pid: Pid,
         pgid: Option<Pid>,
         fields: Result<Vec<(String, String)>, String>,
+        facts: NotifyFacts,
     },
     /// The clock reached [`Engine::next_deadline`].
     Tick,
@@ -240,6 +241,27 @@ pub enum Input {
         reason: String,
         pids: Vec<Pid>,
     },
+}
+
+/// What the loop found out about a notify message's sender (and about the
+/// process a `MAINPID=` names), for `NotifyAccess=` and for checking that
+/// a claimed main process belongs to the service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifyFacts {
+    /// The sender's session.
+    pub session: Option<Pid>,
+    /// The service whose cgroup holds the sender (cgroup tracking only).
+    pub cgroup: Option<String>,
+    /// The process `MAINPID=` names, when it is alive.
+    pub claimed: Option<Claimed>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claimed {
+    pub pid: Pid,
+    pub pgid: Option<Pid>,
+    pub session: Option<Pid>,
+    pub cgroup: Option<String>,
 }
 
 /// Warnings anyone can trigger: the loop rate-limits them.
@@ -407,7 +429,7 @@ impl Engine {
 
     /// The earliest time the engine wants a [`Input::Tick`].
     pub fn next_deadline(&self) -> Option<Instant> {
-        let units = self.units.values().filter_map(|u| u.life.state.deadline());
+        let units = self.units.values().filter_map(|u| u.life.deadline());
         let shutdown = self
             .shutdown
             .iter()
@@ -435,7 +457,12 @@ impl Engine {
                 children_left,
             } => self.reaped(exits, children_left, now, &mut out),
             Input::GroupEmpty(service) => self.deliver(&service, Event::GroupEmpty, now, &mut out),
-            Input::Notify { pid, pgid, fields } => self.notify(pid, pgid, fields, now, &mut out),
+            Input::Notify {
+                pid,
+                pgid,
+                fields,
+                facts,
+            } => self.notify(pid, pgid, fields, facts, now, &mut out),
             Input::Tick => self.tick(now, &mut out),
             Input::MainPid { service, result } => {
                 let forked = self.units.get(&service).is_some_and(|u| {
@@ -731,6 +758,7 @@ impl Engine {
     }
 }
 
+mod notify;
 mod schedule;
 mod shutdown;
 

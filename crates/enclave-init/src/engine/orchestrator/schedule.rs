@@ -350,68 +350,11 @@ impl Engine {
         let due: Vec<String> = self
             .units
             .iter()
-            .filter(|(_, u)| u.life.state.deadline().is_some_and(|d| d <= now))
+            .filter(|(_, u)| u.life.deadline().is_some_and(|d| d <= now))
             .map(|(n, _)| n.clone())
             .collect();
         for name in due {
             self.deliver(&name, Event::Deadline, now, out);
-        }
-    }
-
-    // ---- notify ----
-
-    pub(super) fn notify(
-        &mut self,
-        pid: Pid,
-        pgid: Option<Pid>,
-        fields: Result<Vec<(String, String)>, String>,
-        now: Instant,
-        out: &mut Out,
-    ) {
-        // Its main process, or a process in the main process's group.
-        let Some(name) = self
-            .units
-            .iter()
-            .filter(|(_, u)| u.spec.service_type == ServiceType::Notify)
-            .find(|(_, u)| {
-                u.life
-                    .state
-                    .main_pid()
-                    .is_some_and(|main| main == pid || Some(main) == pgid)
-            })
-            .map(|(n, _)| n.clone())
-        else {
-            out.push(Effect::Noise(Noise::ForeignNotify { pid }));
-            return;
-        };
-        let fields = match fields {
-            Ok(f) => f,
-            Err(reason) => {
-                out.push(Effect::Noise(Noise::GarbageNotify {
-                    service: name,
-                    pid,
-                    reason,
-                }));
-                return;
-            }
-        };
-        for (key, value) in fields {
-            match key.as_str() {
-                "READY" if value == "1" => self.deliver(&name, Event::Ready, now, out),
-                "STATUS" => {
-                    if let Some(u) = self.units.get_mut(&name) {
-                        u.status_text = Some(value.chars().take(256).collect());
-                    }
-                }
-                "STOPPING" if value == "1" => out.push(Effect::Log(
-                    Level::Info,
-                    format!("{name}: reports it is stopping"),
-                )),
-                _ => out.push(Effect::Log(
-                    Level::Debug,
-                    format!("{name}: notify: ignoring {key}"),
-                )),
-            }
         }
     }
 

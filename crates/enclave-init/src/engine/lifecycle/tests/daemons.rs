@@ -250,3 +250,131 @@ fn a_stop_or_the_main_process_ending_during_a_reload() {
     );
     assert_eq!(life.state, State::Exited { active: false });
 }
+
+fn watched(interval_ms: u64) -> ServiceSpec {
+    let mut s = spec();
+    s.watchdog = Some(Duration::from_millis(interval_ms));
+    s.restart = RestartPolicy::OnWatchdog;
+    s
+}
+
+#[test]
+fn the_watchdog_fires_without_pings_and_restart_on_watchdog_restarts() {
+    let s = watched(500);
+    let mut life = running(&s, 7);
+    assert_eq!(life.deadline(), Some(at(500)), "armed once running");
+    life.handle(&s, Event::Notice(Notice::WatchdogPing), at(400));
+    assert_eq!(life.deadline(), Some(at(900)), "a ping postpones it");
+    let a = life.handle(&s, Event::Deadline, at(900));
+    assert_eq!(
+        logs(&a),
+        ["watchdog timeout: sending SIGABRT to the main process"]
+    );
+    assert_eq!(
+        effects(&a),
+        [Action::Signal {
+            pid: 7,
+            group: false,
+            signal: libc::SIGABRT
+        }]
+    );
+    assert!(matches!(life.state, State::Stopping { .. }));
+    let a = life.handle(
+        &s,
+        Event::Exited {
+            pid: 7,
+            exit: Exit::Signal(libc::SIGABRT),
+            group_alive: false,
+        },
+        at(901),
+    );
+    assert!(
+        logs(&a).iter().any(|l| l.starts_with("restarting in")),
+        "{a:?}"
+    );
+    assert!(matches!(life.state, State::Waiting { .. }));
+    // Not for on-failure's neighbours that exclude it.
+    for (policy, restarts) in [
+        (RestartPolicy::OnAbort, false),
+        (RestartPolicy::OnAbnormal, true),
+        (RestartPolicy::OnSuccess, false),
+    ] {
+        assert_eq!(
+            restarts_on(policy, ExitCause::Watchdog),
+            restarts,
+            "{policy:?}"
+        );
+    }
+}
+
+#[test]
+fn watchdog_trigger_and_a_new_interval() {
+    let mut s = watched(500);
+    s.restart = RestartPolicy::No;
+    s.watchdog_signal = libc::SIGUSR2;
+    let mut life = running(&s, 7);
+    life.handle(
+        &s,
+        Event::Notice(Notice::WatchdogInterval(Duration::from_secs(2))),
+        at(100),
+    );
+    assert_eq!(life.deadline(), Some(at(2100)));
+    life.handle(
+        &s,
+        Event::Notice(Notice::WatchdogInterval(Duration::ZERO)),
+        at(200),
+    );
+    assert_eq!(life.deadline(), None, "WATCHDOG_USEC=0 turns it off");
+    let a = life.handle(&s, Event::Notice(Notice::WatchdogTrigger), at(300));
+    assert_eq!(
+        effects(&a),
+        [Action::Signal {
+            pid: 7,
+            group: false,
+            signal: libc::SIGUSR2
+        }]
+    );
+    life.handle(&s, exited(7, 0), at(301));
+    assert_eq!(
+        life.state,
+        State::Failed {
+            reason: Failure::Watchdog
+        }
+    );
+    // A next run starts with WatchdogSec again.
+    life.handle(&s, Event::Start, at(400));
+    life.handle(&s, Event::Spawned { pid: 8 }, at(400));
+    assert_eq!(life.deadline(), Some(at(900)));
+}
+
+#[test]
+fn mainpid_and_extend_timeout_usec() {
+    let mut s = spec();
+    s.service_type = ServiceType::Notify;
+    s.timeout_start = Duration::from_secs(1);
+    let mut life = Life::new(at(0));
+    life.handle(&s, Event::Start, at(0));
+    life.handle(&s, Event::Spawned { pid: 7 }, at(0));
+    assert_eq!(life.deadline(), Some(at(1000)));
+    life.handle(
+        &s,
+        Event::Notice(Notice::ExtendTimeout(Duration::from_secs(5))),
+        at(500),
+    );
+    assert_eq!(life.deadline(), Some(at(5500)));
+    life.handle(
+        &s,
+        Event::Notice(Notice::ExtendTimeout(Duration::from_secs(1))),
+        at(600),
+    );
+    assert_eq!(life.deadline(), Some(at(5500)), "never shortened");
+    let a = life.handle(&s, Event::Notice(Notice::MainPid(9)), at(700));
+    assert_eq!(logs(&a), ["main process is now 9 (MAINPID, was 7)"]);
+    life.handle(&s, Event::Ready, at(800));
+    assert_eq!(life.state, State::Running { pid: 9 });
+    // The old main's end is no longer the service's.
+    life.handle(&s, exited(7, 0), at(900));
+    assert_eq!(life.state, State::Running { pid: 9 });
+    life.handle(&s, exited(9, 0), at(1000));
+    assert_eq!(life.state, State::Exited { active: false });
+}

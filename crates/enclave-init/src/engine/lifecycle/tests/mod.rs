@@ -55,17 +55,22 @@ fn exited(pid: Pid, code: i32) -> Event {
 fn restart_table_is_systemds() {
     use ExitCause::*;
     use RestartPolicy::*;
-    // Rows: clean, unclean code, unclean signal, timeout (systemd.service(5)).
-    let table: &[(RestartPolicy, [bool; 4])] = &[
-        (No, [false, false, false, false]),
-        (Always, [true, true, true, true]),
-        (OnSuccess, [true, false, false, false]),
-        (OnFailure, [false, true, true, true]),
-        (OnAbnormal, [false, false, true, true]),
-        (OnAbort, [false, false, true, false]),
+    // Rows: clean, unclean code, unclean signal, timeout, watchdog
+    // (systemd.service(5), Table 2).
+    let table: &[(RestartPolicy, [bool; 5])] = &[
+        (No, [false, false, false, false, false]),
+        (Always, [true, true, true, true, true]),
+        (OnSuccess, [true, false, false, false, false]),
+        (OnFailure, [false, true, true, true, true]),
+        (OnAbnormal, [false, false, true, true, true]),
+        (OnAbort, [false, false, true, false, false]),
+        (OnWatchdog, [false, false, false, false, true]),
     ];
     for (policy, row) in table {
-        for (cause, want) in [Clean, UncleanCode, UncleanSignal, Timeout].iter().zip(row) {
+        for (cause, want) in [Clean, UncleanCode, UncleanSignal, Timeout, Watchdog]
+            .iter()
+            .zip(row)
+        {
             assert_eq!(
                 restarts_on(*policy, *cause),
                 *want,

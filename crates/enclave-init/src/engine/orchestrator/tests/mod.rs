@@ -210,6 +210,7 @@ fn a_start_waits_for_a_notify_requirement_to_be_ready() {
     w.feed(Input::Notify {
         pid: 999,
         pgid: Some(999),
+        facts: Default::default(),
         fields: Ok(vec![("READY".into(), "1".into())]),
     });
     assert_eq!(
@@ -219,6 +220,7 @@ fn a_start_waits_for_a_notify_requirement_to_be_ready() {
     w.feed(Input::Notify {
         pid: 555,
         pgid: Some(db_pid),
+        facts: Default::default(),
         fields: Ok(vec![
             ("STATUS".into(), "warming up".into()),
             ("READY".into(), "1".into()),
@@ -233,6 +235,7 @@ fn a_start_waits_for_a_notify_requirement_to_be_ready() {
     w.feed(Input::Notify {
         pid: db_pid,
         pgid: None,
+        facts: Default::default(),
         fields: Err("not UTF-8".into()),
     });
     assert!(matches!(
@@ -466,6 +469,7 @@ fn settle(w: &mut World) {
                     w.feed(Input::Notify {
                         pid: p,
                         pgid: Some(p),
+                        facts: Default::default(),
                         fields: Ok(vec![("READY".into(), "1".into())]),
                     });
                 }
@@ -515,52 +519,6 @@ fn every_request_in_every_state_ends_where_it_says() {
             }
         }
     }
-}
-
-#[test]
-fn kill_and_reload_requests_in_every_state() {
-    for &(state, _) in STATES {
-        let mut w = world_in(state);
-        let main = w.engine.unit("svc").unwrap().life.state.main_pid();
-        let answer = w.request(Request::Kill {
-            name: "svc".into(),
-            signal: libc::SIGHUP,
-            all: false,
-        });
-        assert_eq!(
-            answer.is_ok(),
-            main.is_some(),
-            "kill in {state}: {answer:?}"
-        );
-        let signalled = w.log.iter().any(|e| {
-            matches!(e, Effect::Signal { pid, group: false, signal: libc::SIGHUP, .. } if Some(*pid) == main)
-        });
-        assert_eq!(signalled, main.is_some(), "kill in {state}");
-        w.check_invariants();
-        // Without ExecReload, never.
-        let mut w = world_in(state);
-        let answer = w.request(Request::Reload("svc".into()));
-        assert_eq!(
-            answer,
-            Err("svc has no ExecReload= to reload it with".into()),
-            "{state}"
-        );
-        w.check_invariants();
-    }
-    let mut s = spec("svc");
-    s.exec_reload = vec![crate::model::spec::Command::new(vec!["/bin/true".into()])];
-    let mut w = World::with(Mode::NoBoot, vec![s]);
-    assert_eq!(w.state("svc"), "running");
-    assert_eq!(
-        w.request(Request::Reload("svc".into())),
-        Ok("svc: reloading".into())
-    );
-    assert!(w.spawns.iter().any(|(_, p, _)| *p == Proc::Reload(0)));
-    assert_eq!(
-        w.request(Request::Reload("svc".into())),
-        Err("svc is reloading, not running".into())
-    );
-    w.check_invariants();
 }
 
 #[test]
@@ -787,3 +745,5 @@ fn an_abandoned_service_is_failed_its_processes_killed_its_dependents_stopped() 
 }
 
 mod sequences;
+
+mod daemons;

@@ -141,6 +141,7 @@ fn any_sequence_of_inputs_keeps_the_books_straight() {
                     w.feed(Input::Notify {
                         pid,
                         pgid: None,
+                        facts: Default::default(),
                         fields: Ok(vec![("READY".into(), "1".into())]),
                     });
                 }
