@@ -338,3 +338,30 @@ fn notify_access_all_takes_readiness_from_a_helper_that_left_the_session() {
         let _ = std::fs::remove_dir(&dir);
     }
 }
+
+#[test]
+fn exec_start_post_and_exec_stop_post_run_with_what_systemd_gives_them() {
+    let unit = |main: &str| {
+        format!(
+            "[Service]\nExecStart=/bin/sh -c '{main}'\n\
+             ExecStartPost=/bin/sh -c 'echo \"post-start main=$MAINPID\"'\n\
+             ExecStopPost=/bin/sh -c 'echo \"post-stop $SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\"'\n"
+        )
+    };
+    let init = Builder::new("posts")
+        .service("up", &unit("echo main-up; exec sleep 1000"))
+        .service("bad", &unit("exit 3"))
+        .start();
+    let main = common::started_pid(&init, "up", 1);
+    init.wait_for(&format!("post-start main={main}"));
+    init.wait_for("post-stop exit-code exited 3");
+    init.wait_socket();
+    wait_until("up running", || init.status("up")["state"] == "running");
+    assert_eq!(init.status("bad")["state"], "failed");
+    assert!(init.initctl(&["stop", "up"]).status.success());
+    init.wait_for("post-stop success killed TERM");
+    assert!(
+        init.mark() > 0 && init.count("up: stopped") == 1,
+        "stopped once ExecStopPost ended"
+    );
+}

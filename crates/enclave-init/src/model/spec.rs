@@ -130,6 +130,12 @@ pub struct ServiceSpec {
     pub exec_stop: Vec<Command>,
     /// `ExecReload`: run by `initctl reload NAME`, with `$MAINPID`.
     pub exec_reload: Vec<Command>,
+    /// `ExecStartPost`: once the main process is up (started, ready, or
+    /// found; a oneshot's: ended), before the service counts as started.
+    pub exec_start_post: Vec<Command>,
+    /// `ExecStopPost`: after every run, however it ended, with
+    /// `$SERVICE_RESULT`, `$EXIT_CODE`, `$EXIT_STATUS`.
+    pub exec_stop_post: Vec<Command>,
     pub environment: Vec<(String, String)>,
     pub environment_files: Vec<EnvironmentFile>,
     pub working_directory: Option<PathBuf>,
@@ -199,6 +205,8 @@ impl ServiceSpec {
             exec_start_pre: Vec::new(),
             exec_stop: Vec::new(),
             exec_reload: Vec::new(),
+            exec_start_post: Vec::new(),
+            exec_stop_post: Vec::new(),
             environment: Vec::new(),
             environment_files: Vec::new(),
             working_directory: None,

@@ -19,6 +19,8 @@ pub const KEYS: &[&str] = &[
     "ExecStartPre",
     "ExecStop",
     "ExecReload",
+    "ExecStartPost",
+    "ExecStopPost",
     "Environment",
     "EnvironmentFile",
     "WorkingDirectory",
@@ -292,6 +294,8 @@ fn apply(
         "ExecStartPre" => spec.exec_start_pre = commands(v)?,
         "ExecStop" => spec.exec_stop = commands(v)?,
         "ExecReload" => spec.exec_reload = commands(v)?,
+        "ExecStartPost" => spec.exec_start_post = commands(v)?,
+        "ExecStopPost" => spec.exec_stop_post = commands(v)?,
         "Environment" => spec.environment = environment(v)?,
         "EnvironmentFile" => {
             spec.environment_files = toml_keys::strings(v)?

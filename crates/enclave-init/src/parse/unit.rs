@@ -372,6 +372,8 @@ const SERVICE_KEYS: &[(&str, Kind)] = &[
     ("ExecStartPre", Kind::Commands),
     ("ExecStop", Kind::Commands),
     ("ExecReload", Kind::Commands),
+    ("ExecStartPost", Kind::Commands),
+    ("ExecStopPost", Kind::Commands),
     ("Environment", Kind::Env),
     ("EnvironmentFile", Kind::Each),
     ("WorkingDirectory", Kind::Text),
@@ -618,6 +620,8 @@ fn set_commands(spec: &mut ServiceSpec, key: &str, mut cs: Vec<Command>) -> Resu
         "ExecStartPre" => spec.exec_start_pre = cs,
         "ExecStop" => spec.exec_stop = cs,
         "ExecReload" => spec.exec_reload = cs,
+        "ExecStartPost" => spec.exec_start_post = cs,
+        "ExecStopPost" => spec.exec_stop_post = cs,
         other => return Err(format!("{other} is not a command key")),
     }
     Ok(())

@@ -22,6 +22,8 @@ impl Supervisor {
             Proc::Pre(i) => spec.exec_start_pre.get(i),
             Proc::Stop(i) => spec.exec_stop.get(i),
             Proc::Reload(i) => spec.exec_reload.get(i),
+            Proc::StartPost(i) => spec.exec_start_post.get(i),
+            Proc::StopPost(i) => spec.exec_stop_post.get(i),
         };
         let Some(command) = command else {
             return Err(failure(format!("no command for {proc:?}"), 1, false));
@@ -42,7 +44,12 @@ impl Supervisor {
                 interval.as_micros().to_string().into(),
             ));
         }
-        if let (Proc::Stop(_) | Proc::Reload(_), Some(pid)) = (proc, unit.life.state.main_pid()) {
+        if let Proc::StopPost(_) = proc {
+            extra.extend(run_result(&unit.life));
+        }
+        if let (Proc::Stop(_) | Proc::Reload(_) | Proc::StartPost(_), Some(pid)) =
+            (proc, unit.life.state.main_pid())
+        {
             extra.push(("MAINPID".into(), pid.to_string().into()));
         }
         if matches!(proc, Proc::Pre(_) | Proc::Main) {
@@ -261,6 +268,50 @@ impl Supervisor {
             _ => group_exists(pgid),
         }
     }
+}
+
+/// How the run ended, for `ExecStopPost` (systemd.exec(5)):
+/// `SERVICE_RESULT`, and `EXIT_CODE`/`EXIT_STATUS` when the main process
+/// ran and ended.
+fn run_result(life: &crate::engine::lifecycle::Life) -> Vec<spawn::Var> {
+    use crate::engine::lifecycle::{AfterStop, Failure, Outcome, State};
+    let result = match &life.state {
+        State::Stopping { then, .. } => match then {
+            AfterStop::Stopped | AfterStop::Ended(Outcome::Success(_)) => "success",
+            AfterStop::Ended(Outcome::Failure(f)) => match f {
+                Failure::Exit(Exit::Code(_)) | Failure::Spawn { .. } => "exit-code",
+                Failure::Exit(Exit::Signal(_)) => "signal",
+                Failure::StartTimeout => "timeout",
+                Failure::Watchdog => "watchdog",
+                Failure::StartLimit => "start-limit-hit",
+                Failure::Dependency(_) | Failure::Internal(_) => "resources",
+            },
+        },
+        State::Stopped
+        | State::Starting { .. }
+        | State::Running { .. }
+        | State::Reloading { .. }
+        | State::Waiting { .. }
+        | State::Exited { .. }
+        | State::Failed { .. } => "success",
+    };
+    let mut vars: Vec<spawn::Var> = vec![("SERVICE_RESULT".into(), result.into())];
+    match life.last_exit {
+        Some(Exit::Code(code)) => {
+            vars.push(("EXIT_CODE".into(), "exited".into()));
+            vars.push(("EXIT_STATUS".into(), code.to_string().into()));
+        }
+        Some(Exit::Signal(signal)) => {
+            let name = spec::signal_name(signal);
+            vars.push(("EXIT_CODE".into(), "killed".into()));
+            vars.push((
+                "EXIT_STATUS".into(),
+                name.strip_prefix("SIG").unwrap_or(&name).into(),
+            ));
+        }
+        None => {}
+    }
+    vars
 }
 
 /// `cgroup.kill` (Linux 5.14+): never created, only written if there.

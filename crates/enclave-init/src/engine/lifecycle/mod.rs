@@ -191,6 +191,8 @@ pub enum Proc {
     Main,
     Stop(usize),
     Reload(usize),
+    StartPost(usize),
+    StopPost(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +202,12 @@ pub enum StartStep {
     /// `Type=forking`: the start command (this pid, and its process group)
     /// exited successfully; the daemon's main pid is being looked for.
     Forked(Pid),
+    /// `ExecStartPost` command `index` runs; `main` is the main process
+    /// (`None`: a oneshot's, which has ended).
+    Post {
+        index: usize,
+        main: Option<Pid>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +218,9 @@ pub enum StopPhase {
     Signal,
     /// SIGKILL sent.
     Kill,
+    /// `ExecStopPost` command `n` runs: the run is over, nothing of it is
+    /// left.
+    StopPost(usize),
 }
 
 /// What follows once a stop completes. (A restart on request is a stop
@@ -306,6 +317,10 @@ impl State {
                 ..
             } => *pid,
             State::Running { pid } | State::Reloading { pid, .. } => Some(*pid),
+            State::Starting {
+                step: StartStep::Post { main, .. },
+                ..
+            } => *main,
             State::Stopping { main, .. } => *main,
             State::Starting {
                 step: StartStep::Pre(_) | StartStep::Forked(_),
@@ -322,6 +337,11 @@ impl State {
     /// exactly those init must know as this service's.
     pub fn pids(&self) -> Vec<Pid> {
         match self {
+            State::Starting {
+                pid,
+                step: StartStep::Post { main, .. },
+                ..
+            } => main.iter().chain(pid).copied().collect(),
             State::Starting { pid, .. } => pid.iter().copied().collect(),
             State::Running { pid } => vec![*pid],
             State::Reloading { pid, control, .. } => {
@@ -536,6 +556,7 @@ impl Life {
 }
 
 mod notify;
+mod post;
 mod reload;
 
 pub use notify::Notice;

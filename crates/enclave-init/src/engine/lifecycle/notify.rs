@@ -107,7 +107,7 @@ impl Life {
         let Some(pid) = self.state.main_pid() else {
             return;
         };
-        self.kill_reload_command(out);
+        self.kill_control(out);
         self.watchdog_due = None;
         out.push(Action::Log(
             Level::Error,

@@ -83,19 +83,4 @@ impl Life {
             }
         }
     }
-
-    /// The reload command still running, killed (a stop, the main
-    /// process's end, a timeout).
-    pub(super) fn kill_reload_command(&self, out: &mut Actions) {
-        if let State::Reloading {
-            control: Some(c), ..
-        } = self.state
-        {
-            out.push(Action::Signal {
-                pid: c,
-                group: true,
-                signal: libc::SIGKILL,
-            });
-        }
-    }
 }

@@ -177,6 +177,9 @@ impl Life {
         now: Instant,
         out: &mut Actions,
     ) {
+        if self.conclude(spec, then.clone(), now, out) {
+            return;
+        }
         match then {
             AfterStop::Stopped => {
                 out.push(Action::Log(Level::Info, "stopped".into()));

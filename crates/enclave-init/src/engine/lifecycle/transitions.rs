@@ -55,7 +55,7 @@ impl Life {
                 self.begin_stop(spec, pid, then, now, out);
             }
             State::Reloading { pid, .. } => {
-                self.kill_reload_command(out);
+                self.kill_control(out);
                 self.begin_stop(spec, pid, then, now, out);
             }
             // The start command forked and ended; whatever it left is
@@ -66,6 +66,16 @@ impl Life {
             } => {
                 self.send_group_kill_signal(spec, starter, out);
                 self.enter_stopping(spec, None, None, StopPhase::Signal, then, now);
+            }
+            State::Starting {
+                step: StartStep::Post { main, .. },
+                ..
+            } => {
+                self.kill_control(out);
+                match main {
+                    Some(pid) => self.begin_stop(spec, pid, then, now, out),
+                    None => self.finish_stop(spec, then, now, out),
+                }
             }
             State::Starting { pid: None, .. } => self.set(State::Stopped, now),
             State::Stopping { .. } => {
@@ -88,20 +98,25 @@ impl Life {
         self.transient_failures = 0;
         match &mut self.state {
             State::Starting {
-                step: step @ (StartStep::Pre(_) | StartStep::Main),
+                step: step @ (StartStep::Pre(_) | StartStep::Main | StartStep::Post { .. }),
                 pid: pid @ None,
-                ..
+                deadline,
             } => {
                 *pid = Some(new_pid);
-                match step {
+                let deadline = *deadline;
+                match *step {
                     StartStep::Pre(i) => out.push(Action::Log(
                         Level::Debug,
-                        format!("ExecStartPre {} started (pid {new_pid})", *i + 1),
+                        format!("ExecStartPre {} started (pid {new_pid})", i + 1),
+                    )),
+                    StartStep::Post { index, .. } => out.push(Action::Log(
+                        Level::Debug,
+                        format!("ExecStartPost {} started (pid {new_pid})", index + 1),
                     )),
                     StartStep::Main => {
                         out.push(Action::Log(Level::Info, format!("started (pid {new_pid})")));
                         if spec.service_type == ServiceType::Simple {
-                            self.set(State::Running { pid: new_pid }, now);
+                            self.up(spec, new_pid, deadline, now, out);
                         }
                     }
                     // Excluded by the pattern above.
@@ -109,7 +124,7 @@ impl Life {
                 }
             }
             State::Stopping {
-                phase: StopPhase::ExecStop(_),
+                phase: StopPhase::ExecStop(_) | StopPhase::StopPost(_),
                 control: control @ None,
                 ..
             }
@@ -150,6 +165,17 @@ impl Life {
         out: &mut Actions,
     ) {
         match self.state.clone() {
+            State::Starting {
+                step: StartStep::Post { index, main },
+                ..
+            } => {
+                let failure = Failure::Spawn { reason, status };
+                self.start_post_done(spec, index, main, Some(failure), now, out);
+            }
+            State::Stopping {
+                phase: StopPhase::StopPost(index),
+                ..
+            } => self.stop_post_done(spec, index, Some(reason), now, out),
             State::Starting { .. } => {
                 // Out of processes or descriptors is the system's state,
                 // not the service's fault: retry without spending the start
@@ -178,12 +204,9 @@ impl Life {
                 } else {
                     self.transient_failures = 0;
                     out.push(Action::Log(Level::Error, reason.clone()));
-                    self.settle(
-                        spec,
-                        Outcome::Failure(Failure::Spawn { reason, status }),
-                        now,
-                        out,
-                    );
+                    let failure = Failure::Spawn { reason, status };
+                    let then = AfterStop::Ended(Outcome::Failure(failure));
+                    self.finish_stop(spec, then, now, out);
                 }
             }
             State::Stopping {
@@ -219,7 +242,8 @@ impl Life {
                 ..
             } if spec.service_type == ServiceType::Notify => {
                 out.push(Action::Log(Level::Info, "ready".into()));
-                self.set(State::Running { pid }, now);
+                let deadline = self.state.deadline();
+                self.up(spec, pid, deadline, now, out);
             }
             State::Starting { .. }
             | State::Reloading { .. }
@@ -241,7 +265,26 @@ impl Life {
         now: Instant,
         out: &mut Actions,
     ) {
+        let failed = |spec: &ServiceSpec| match classify(spec, exit) {
+            Outcome::Success(_) => None,
+            Outcome::Failure(f) => Some(f),
+        };
         match self.state.clone() {
+            State::Starting {
+                step: StartStep::Post { index, main },
+                pid: Some(c),
+                ..
+            } if c == pid => {
+                let failure = failed(spec);
+                self.start_post_done(spec, index, main, failure, now, out);
+            }
+            State::Starting {
+                step: StartStep::Post { main: Some(m), .. },
+                ..
+            } if m == pid => {
+                self.kill_control(out);
+                self.main_ended(spec, pid, exit, group_alive, now, out);
+            }
             State::Starting {
                 step: StartStep::Pre(i),
                 pid: Some(p),
@@ -263,7 +306,7 @@ impl Life {
                             format!("ExecStartPre {} {}", i + 1, exit.describe()),
                         ));
                         self.last_exit = Some(exit);
-                        self.settle(spec, Outcome::Failure(f), now, out);
+                        self.finish_stop(spec, AfterStop::Ended(Outcome::Failure(f)), now, out);
                         return;
                     }
                 }
@@ -319,7 +362,7 @@ impl Life {
                 self.main_ended(spec, pid, exit, group_alive, now, out);
             }
             State::Reloading { pid: p, .. } if p == pid => {
-                self.kill_reload_command(out);
+                self.kill_control(out);
                 self.main_ended(spec, pid, exit, group_alive, now, out);
             }
             State::Reloading {
@@ -383,6 +426,10 @@ impl Life {
                             );
                         }
                     }
+                    (StopPhase::StopPost(i), _) => {
+                        let failure = failed(spec).map(|f| f.describe());
+                        self.stop_post_done(spec, i, failure, now, out);
+                    }
                     (StopPhase::ExecStop(_) | StopPhase::Signal | StopPhase::Kill, _) => {
                         self.finish_if_done(spec, now, out)
                     }
@@ -424,6 +471,21 @@ impl Life {
             return;
         }
         match self.state.clone() {
+            State::Stopping {
+                phase: StopPhase::StopPost(index),
+                control,
+                ..
+            } => {
+                if let Some(c) = control {
+                    out.push(Action::Signal {
+                        pid: c,
+                        group: true,
+                        signal: libc::SIGKILL,
+                    });
+                }
+                let reason = "did not finish in time; killed".to_string();
+                self.stop_post_done(spec, index, Some(reason), now, out);
+            }
             State::Starting { step, pid, .. } => {
                 out.push(Action::Log(
                     Level::Error,
@@ -446,12 +508,15 @@ impl Life {
                         });
                         self.enter_stopping(spec, None, Some(pid), StopPhase::Signal, then, now);
                     }
+                    (StartStep::Post { main, .. }, _) => {
+                        self.fail_start(spec, main, Failure::StartTimeout, now, out)
+                    }
                     (StartStep::Forked(starter), _) => {
                         self.send_group_kill_signal(spec, starter, out);
                         self.enter_stopping(spec, None, None, StopPhase::Signal, then, now);
                     }
                     (StartStep::Pre(_) | StartStep::Main, None) => {
-                        self.settle(spec, Outcome::Failure(Failure::StartTimeout), now, out)
+                        self.finish_stop(spec, then, now, out)
                     }
                 }
             }
@@ -518,7 +583,7 @@ impl Life {
                         duration::format(spec.timeout_start)
                     ),
                 ));
-                self.kill_reload_command(out);
+                self.kill_control(out);
                 self.reload_failure = Some("ExecReload timed out".into());
                 self.set(State::Running { pid }, now);
             }
@@ -549,7 +614,8 @@ impl Life {
             } => match found {
                 Ok(pid) => {
                     out.push(Action::Log(Level::Info, format!("main process {pid}")));
-                    self.set(State::Running { pid }, now);
+                    let deadline = self.state.deadline();
+                    self.up(spec, pid, deadline, now, out);
                 }
                 Err(reason) => {
                     out.push(Action::Log(Level::Error, reason.clone()));
@@ -686,8 +752,8 @@ impl Life {
                 AfterStop::Ended(outcome),
                 now,
             );
-        } else {
-            self.settle(spec, outcome, now, out);
+        } else if !(matches!(outcome, Outcome::Success(_)) && self.oneshot_post(spec, now, out)) {
+            self.finish_stop(spec, AfterStop::Ended(outcome), now, out);
         }
     }
 

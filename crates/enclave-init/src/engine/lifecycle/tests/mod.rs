@@ -541,3 +541,4 @@ fn leftovers_that_ignore_the_signal_get_sigkill() {
 
 mod commands_and_states;
 mod daemons;
+mod posts;
