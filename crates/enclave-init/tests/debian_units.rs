@@ -1,8 +1,9 @@
 //! Debian's own unit files, copied unchanged into the service directory,
 //! run by the real binary as PID 1 of a PID namespace (issue: real
 //! daemons). `cargo xtask setup` installs the packages (redis-server,
-//! nginx-light) with their services kept from starting; these tests fail,
-//! saying so, when they are missing, unless `EI_SKIP_DEBIAN_UNITS=1`.
+//! nginx-light, postgresql-15) with their services kept from starting;
+//! these tests fail, saying so, when they are missing, unless
+//! `EI_SKIP_DEBIAN_UNITS=1`.
 
 mod common;
 
@@ -135,4 +136,71 @@ fn debian_nginx_unit_forks_reloads_and_stops_unchanged() {
     );
     assert!(get().unwrap().starts_with("HTTP/1.1 200"));
     assert!(init.initctl(&["stop", "nginx"]).status.success());
+}
+
+/// `psql` as the postgres user; its output, or its error.
+fn psql(sql: &str) -> Result<String, String> {
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--", "psql", "-XAtq", "-c", sql])
+        .current_dir("/")
+        .output()
+        .map_err(|e| format!("runuser: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn debian_postgresql_template_runs_unchanged_as_instance_15_main() {
+    let Some(template) = unit_file("postgresql@.service", "postgresql-15") else {
+        return;
+    };
+    // The template as shipped, and its instance as `systemctl enable`
+    // makes it: a link.
+    let b = Builder::new("postgres").service("postgresql@", &template);
+    let link = b.dir().join("service/postgresql@15-main.service");
+    std::os::unix::fs::symlink("postgresql@.service", &link).unwrap();
+    let init = b.start();
+    // Type=forking through pg_ctlcluster; PIDFile=/run/postgresql/%i.pid.
+    init.wait_for("postgresql@15-main: main process ");
+    init.wait_socket();
+    let status = init.status("postgresql@15-main");
+    assert_eq!(status["state"], "running");
+    let pid_file = std::fs::read_to_string("/run/postgresql/15-main.pid").unwrap();
+    assert_eq!(
+        pid_file.lines().next().unwrap().trim(),
+        status["pid"].to_string(),
+        "the postmaster is the main process"
+    );
+    let table = format!("ei_{}", std::process::id());
+    psql(&format!(
+        "CREATE TABLE {table} (v text); INSERT INTO {table} VALUES ('kept')"
+    ))
+    .unwrap();
+    // ExecReload (pg_ctlcluster reload), then a stop (-m fast) and a start.
+    let out = init.initctl(&["reload", "postgresql@15-main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(init
+        .initctl(&["stop", "postgresql@15-main"])
+        .status
+        .success());
+    assert!(psql("SELECT 1").is_err(), "stopped for real");
+    let out = init.initctl(&["start", "postgresql@15-main"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(psql(&format!("SELECT v FROM {table}")).unwrap(), "kept");
+    psql(&format!("DROP TABLE {table}")).unwrap();
+    assert!(init
+        .initctl(&["stop", "postgresql@15-main"])
+        .status
+        .success());
 }

@@ -224,7 +224,8 @@ pub fn install_daemons() -> Result<(), String> {
         })
         .map_err(|e| format!("{POLICY}: {e}"))?;
     }
-    let result = Apt::default().install(&["redis-server", "nginx-light"]);
+    // postgresql-15 makes its cluster 15-main at install.
+    let result = Apt::default().install(&["redis-server", "nginx-light", "postgresql-15"]);
     if made {
         let _ = std::fs::remove_file(POLICY);
     }
