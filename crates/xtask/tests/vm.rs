@@ -544,8 +544,11 @@ fn an_enclave_with_nothing_to_run_ends_saying_why() {
     );
 }
 
-#[test]
-fn cgroup_v2_stops_a_service_that_double_forked_out_of_its_group() {
+/// A service whose process leaves its process group and session (setsid)
+/// is still stopped whole: it is tracked in a cgroup2 hierarchy, at
+/// `unified` (`cgroups = "v1"`, systemd's hybrid layout) or at the root
+/// (`cgroups = "v2"`).
+fn escaper_is_stopped(tag: &str, config: Option<&str>, cgroup: &str) {
     let ctx = ctx();
     let mut image = ctx
         .image()
@@ -555,20 +558,18 @@ fn cgroup_v2_stops_a_service_that_double_forked_out_of_its_group() {
         )
         .service(
             "checker",
-            r#"Wants = ["escaper"]
-ExecStart = ["/bin/sh", "-c", "sleep 2; echo MEMBERS=$(wc -l < /sys/fs/cgroup/escaper.service/cgroup.procs); echo BEFORE=$(grep -l 'sleep.100[01]' /proc/[0-9]*/cmdline 2>/dev/null | wc -l); initctl stop escaper; echo AFTER=$(grep -l 'sleep.100[01]' /proc/[0-9]*/cmdline 2>/dev/null | wc -l); kill -TERM 1"]
-"#,
+            &format!(
+                r#"Wants = ["escaper"]
+ExecStart = ["/bin/sh", "-c", "sleep 2; echo MEMBERS=$(wc -l < {cgroup}/escaper.service/cgroup.procs); echo BEFORE=$(grep -l 'sleep.100[01]' /proc/[0-9]*/cmdline 2>/dev/null | wc -l); initctl stop escaper; echo AFTER=$(grep -l 'sleep.100[01]' /proc/[0-9]*/cmdline 2>/dev/null | wc -l); kill -TERM 1"]
+"#
+            ),
         );
-    image.config = ctx.config("[boot]\ncgroups = \"v2\"\n");
-    let o = ctx.boot("cgroupv2", &image, opts());
+    if let Some(config) = config {
+        image.config = ctx.config(config);
+    }
+    let o = ctx.boot(tag, &image, opts());
     let out = o.service_output("checker");
-    check!(
-        o,
-        o.lines()
-            .any(|l| l.contains("/sys/fs/cgroup") && l.contains("cgroup2"))
-            || has(&o, "escaper["),
-        "boot did not reach the services"
-    );
+    check!(o, has(&o, "escaper["), "boot did not reach the services");
     check!(
         o,
         out.iter().any(|l| l == "MEMBERS=2"),
@@ -589,6 +590,20 @@ ExecStart = ["/bin/sh", "-c", "sleep 2; echo MEMBERS=$(wc -l < /sys/fs/cgroup/es
         o.enclave_ended(),
         "the enclave did not end with a machine restart"
     );
+}
+
+#[test]
+fn cgroup_v2_stops_a_service_that_double_forked_out_of_its_group() {
+    escaper_is_stopped(
+        "cgroupv2",
+        Some("[boot]\ncgroups = \"v2\"\n"),
+        "/sys/fs/cgroup",
+    );
+}
+
+#[test]
+fn the_default_v1_layout_tracks_services_in_the_unified_hierarchy_too() {
+    escaper_is_stopped("cgrouphybrid", None, "/sys/fs/cgroup/unified");
 }
 
 #[test]

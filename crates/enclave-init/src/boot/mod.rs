@@ -121,6 +121,17 @@ pub const CGROUP_ROOT_V1: BootStep = mount(
     NODEV | NOSUID | NOEXEC,
     Some("mode=0755"),
 );
+/// The unified hierarchy beside the v1 ones, where systemd's hybrid layout
+/// has it: services are tracked there with `cgroups = "v1"` too (it holds
+/// no controllers; tracking and `cgroup.kill` need none).
+pub const CGROUP_UNIFIED_DIR: BootStep = mkdir("/sys/fs/cgroup/unified", 0o755);
+pub const CGROUP_UNIFIED: BootStep = mount(
+    "cgroup2",
+    "/sys/fs/cgroup/unified",
+    "cgroup2",
+    NODEV | NOSUID | NOEXEC,
+    None,
+);
 /// The unified hierarchy, for `cgroups = "v2"`.
 pub const CGROUP_ROOT_V2: BootStep = mount(
     "cgroup2",
@@ -584,7 +595,9 @@ pub fn boot(args: &Args, nofile: Option<(u64, u64)>) -> (Settings, BootReport) {
     let cgroup_root = match config.boot.cgroups {
         Cgroups::V1 => {
             guarded_step("cgroups", || mount_cgroups_v1(root));
-            None
+            run_logged(root, &CGROUP_UNIFIED_DIR);
+            run_logged(root, &CGROUP_UNIFIED);
+            cgroup_v2_root(Path::new("/sys/fs/cgroup/unified"))
         }
         Cgroups::V2 => {
             run_logged(root, &CGROUP_ROOT_V2);
