@@ -53,8 +53,9 @@ pub fn lex(text: &str) -> Result<Vec<Assignment>, (usize, String)> {
         }
         // A trailing backslash joins the next line, with a space; comment
         // lines in between are skipped (systemd.syntax(7)).
-        while let Some(head) = line.strip_suffix('\\') {
-            line = format!("{head} ");
+        while line.ends_with('\\') {
+            line.pop();
+            line.push(' ');
             let next = loop {
                 match lines.next() {
                     Some((_, l)) if l.trim_start().starts_with(['#', ';']) => continue,
@@ -220,15 +221,23 @@ fn specifiers(
 /// word), and C escapes (`\n`, `\t`, `\\`, `\"`, `\'`, `\s`, `\xNN`,
 /// `\NNN`, `\uNNNN`) are read inside and outside quotes.
 pub fn split(text: &str) -> Result<Vec<String>, String> {
+    Ok(split_marked(text)?.into_iter().map(|(w, _)| w).collect())
+}
+
+/// [`split`], with whether each word was written bare (no quote, no
+/// escape): only a bare `;` separates commands.
+fn split_marked(text: &str) -> Result<Vec<(String, bool)>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
+    let mut bare = true;
     let mut quote: Option<char> = None;
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match (c, quote) {
             ('\\', _) => {
                 in_word = true;
+                bare = false;
                 let e = chars.next().ok_or("a trailing backslash")?;
                 let simple = match e {
                     'a' => Some('\x07'),
@@ -270,13 +279,15 @@ pub fn split(text: &str) -> Result<Vec<String>, String> {
             }
             ('"' | '\'', None) => {
                 in_word = true;
+                bare = false;
                 quote = Some(c);
             }
             (c, Some(q)) if c == q => quote = None,
             (c, None) if c.is_whitespace() => {
                 if in_word {
-                    words.push(std::mem::take(&mut word));
+                    words.push((std::mem::take(&mut word), bare));
                     in_word = false;
+                    bare = true;
                 }
             }
             (c, _) => {
@@ -289,17 +300,26 @@ pub fn split(text: &str) -> Result<Vec<String>, String> {
         return Err(format!("an unterminated {q} quote"));
     }
     if in_word {
-        words.push(word);
+        words.push((word, bare));
     }
     Ok(words)
 }
 
-/// One command line of an `Exec*=` assignment (specifiers already
-/// replaced), or several separated by a `;` word.
-fn commands(value: &str) -> Result<Vec<Command>, String> {
+/// One command line of an `Exec*=` assignment, or several separated by a
+/// bare `;` word. `expand` replaces the specifiers of each word once it
+/// is split, as systemd does (an instance name is never re-read as
+/// quoting).
+fn commands(
+    value: &str,
+    expand: impl Fn(&str) -> Result<String, String>,
+) -> Result<Vec<Command>, String> {
     let mut out = Vec::new();
-    let words = split(value)?;
-    for line in words.split(|w| w == ";") {
+    let words = split_marked(value)?;
+    for line in words.split(|(w, bare)| *bare && w == ";") {
+        let line: Vec<String> = line
+            .iter()
+            .map(|(w, _)| expand(w))
+            .collect::<Result<_, _>>()?;
         let Some((first, rest)) = line.split_first() else {
             continue;
         };
@@ -453,11 +473,9 @@ pub fn parse(path: &Path, name: &str, text: &str) -> (Result<ServiceSpec, ()>, V
         .map(|a| a.value.clone());
     let mut lists: Vec<(String, Kind, usize, Vec<String>)> = Vec::new();
     let mut commands_of: Vec<(String, usize, Vec<Command>)> = Vec::new();
-    let mut warned: Vec<(String, String)> = Vec::new();
+    let mut warned: std::collections::HashSet<(String, String)> = Default::default();
     let mut warn_once = |b: &mut Builder, a: &Assignment, reason: String| {
-        let id = (a.section.clone(), a.key.clone());
-        if !warned.contains(&id) {
-            warned.push(id);
+        if warned.insert((a.section.clone(), a.key.clone())) {
             b.warning(Some(a.line), Some(&a.key), reason);
         }
     };
@@ -588,7 +606,8 @@ pub fn parse(path: &Path, name: &str, text: &str) -> (Result<ServiceSpec, ()>, V
                     slot.2.clear();
                     continue;
                 }
-                match commands(&value) {
+                let expand = |w: &str| specifiers(w, &unit, path, user.as_deref());
+                match commands(&a.value, expand) {
                     Ok(cs) => slot.2.extend(cs),
                     Err(reason) => b.error(Some(a.line), Some(&a.key), reason),
                 }

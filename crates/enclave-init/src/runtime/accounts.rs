@@ -3,7 +3,6 @@
 //! `RuntimeDirectory=`/`StateDirectory=` made before a start (owned by
 //! them) and removed after.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::spawn::{io_message, read_message, SpawnError};
@@ -143,7 +142,7 @@ pub const STATE_BASE: &str = "/var/lib";
 /// Makes the service's `RuntimeDirectory=` and `StateDirectory=` entries
 /// that do not exist (and their parents), owned by `User`/`Group` with
 /// their mode, as systemd does before a start. An existing one gets its
-/// owner and mode again.
+/// owner and mode again. A symbolic link on the way is an error.
 pub fn make_directories(root: &Path, spec: &ServiceSpec) -> Result<(), SpawnError> {
     if spec.runtime_directory.is_empty() && spec.state_directory.is_empty() {
         return Ok(());
@@ -167,18 +166,11 @@ pub fn make_directories(root: &Path, spec: &ServiceSpec) -> Result<(), SpawnErro
     for (base, dirs, mode, key) in sets {
         for dir in dirs.iter() {
             let path = Path::new(base).join(dir);
-            let made = std::fs::create_dir_all(&path)
-                .and_then(|()| {
-                    let meta = std::fs::symlink_metadata(&path)?;
-                    if !meta.is_dir() {
-                        return Err(std::io::Error::from_raw_os_error(libc::ENOTDIR));
-                    }
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                })
-                .and_then(|()| match owner {
-                    Some((uid, gid)) => std::os::unix::fs::lchown(&path, Some(uid), Some(gid)),
-                    None => Ok(()),
-                });
+            // Below the base no symbolic link is followed: a service that
+            // owns `a` must not make root chmod or chown what `a/b` points to.
+            let made = std::fs::create_dir_all(base).and_then(|()| {
+                crate::sys::make_dir_nofollow(Path::new(base), Path::new(dir), mode, owner)
+            });
             if let Err(e) = made {
                 return Err(SpawnError::new(
                     format!("{key} {}: {}", path.display(), io_message(&e)),

@@ -36,9 +36,9 @@ impl Supervisor {
             return Some(self.guess_main_pid(service, starter));
         };
         match read_pid_file(&path) {
-            Ok(Some(pid)) if self.is_alive(pid) => Some(Ok(pid)),
-            Ok(Some(pid)) => Some(Err(format!(
-                "PIDFile {} names pid {pid}, which is not running",
+            Ok(Some(pid)) => Some(self.check_named_pid(service, starter, &path, pid)),
+            Ok(None) if !self.anything_left(service, starter) => Some(Err(format!(
+                "the start command (pid {starter}) exited, PIDFile {} was not written and no process is left",
                 path.display()
             ))),
             Ok(None) => match self.watch_pid_file(service, starter, &path) {
@@ -104,13 +104,106 @@ impl Supervisor {
         let _ = self.carry_out_effects();
     }
 
+    /// A pid a PID file names may become the service's main process when
+    /// it runs, is not init, and is the service's: in its cgroup, in the
+    /// start command's session or group, an orphan init adopted, or named
+    /// by a file only root could have written (every directory on the way
+    /// root's and not writable by others), as systemd requires.
+    fn check_named_pid(
+        &self,
+        service: &str,
+        starter: Pid,
+        path: &Path,
+        pid: Pid,
+    ) -> Result<Pid, String> {
+        let shown = path.display();
+        let Some(st) = self.stat(pid).filter(|st| st.state != 'Z') else {
+            return Err(format!(
+                "PIDFile {shown} names pid {pid}, which is not running"
+            ));
+        };
+        if pid == sys::getpid() {
+            return Err(format!("PIDFile {shown} names init itself"));
+        }
+        let ours = self.cgroup_service(pid).as_deref() == Some(service)
+            || st.session == starter
+            || st.pgrp == starter
+            || st.ppid == sys::getpid()
+            || only_root_could_write(path);
+        if ours {
+            Ok(pid)
+        } else {
+            Err(format!(
+                "PIDFile {shown} names pid {pid}, which is not a process of this service"
+            ))
+        }
+    }
+
+    /// Whether anything of a forking service is left once its start
+    /// command exited: its cgroup; without one, its start command's group
+    /// or session, or an orphan init adopted that no service owns (a
+    /// daemon that left the session is one: it cannot be told apart).
+    fn anything_left(&self, service: &str, starter: Pid) -> bool {
+        match self.cgroup_of(service) {
+            Some(dir) if dir.is_dir() => !super::processes::cgroup_members(&dir).is_empty(),
+            _ => !self.processes_of_session(starter).is_empty() || self.unowned_orphans(),
+        }
+    }
+
+    /// Whether init has a live child no service owns.
+    fn unowned_orphans(&self) -> bool {
+        let me = sys::getpid();
+        let Ok(entries) = std::fs::read_dir(&self.settings.proc_path) else {
+            return true;
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<Pid>().ok())
+            .any(|pid| {
+                self.engine.owner(pid).is_none()
+                    && self
+                        .stat(pid)
+                        .is_some_and(|st| st.ppid == me && st.state != 'Z')
+            })
+    }
+
+    /// A PID file waited for whose service has nothing left: the start
+    /// failed (no exit will come to say so).
+    pub(super) fn check_pid_files(&mut self) {
+        let empty: Vec<(String, Pid)> = self
+            .pid_files
+            .pending
+            .iter()
+            .filter(|(s, starter, _)| !self.anything_left(s, *starter))
+            .map(|(s, starter, _)| (s.clone(), *starter))
+            .collect();
+        for (service, starter) in empty {
+            self.pid_files.pending.retain(|(s, _, _)| *s != service);
+            let waiting = self.engine.unit(&service).is_some_and(|u| {
+                matches!(u.life.state, State::Starting { step: StartStep::Forked(s), .. } if s == starter)
+            });
+            if waiting {
+                let result = Err(format!(
+                    "the start command (pid {starter}) exited, its PID file was not written and no process is left"
+                ));
+                let more = self.handle(Input::MainPid { service, result });
+                self.effects.extend(more);
+            }
+        }
+        if !self.effects.is_empty() {
+            let _ = self.carry_out_effects();
+        }
+    }
+
     /// systemd's guess: the one process the start command left.
     fn guess_main_pid(&self, service: &str, starter: Pid) -> Result<Pid, String> {
         let me = sys::getpid();
         let mut candidates: Vec<(Pid, Pid)> = match self.cgroup_of(service) {
             Some(dir) if dir.is_dir() => super::processes::cgroup_members(&dir)
                 .into_iter()
-                .filter_map(|pid| self.stat(pid).map(|st| (pid, st.ppid)))
+                .filter_map(|pid| {
+                    let st = self.stat(pid)?;
+                    (st.state != 'Z').then_some((pid, st.ppid))
+                })
                 .collect(),
             _ => self.processes_of_session(starter),
         };
@@ -201,10 +294,6 @@ impl Supervisor {
         }
     }
 
-    fn is_alive(&self, pid: Pid) -> bool {
-        self.stat(pid).is_some_and(|st| st.state != 'Z')
-    }
-
     pub(super) fn stat(&self, pid: Pid) -> Option<Stat> {
         let path = self.settings.proc_path.join(format!("{pid}/stat"));
         let bytes = crate::host::files::read(&path, 4096).ok()?;
@@ -233,6 +322,18 @@ fn parse_stat(text: &str) -> Option<Stat> {
         pgrp: number()?,
         session: number()?,
     })
+}
+
+/// Whether only root could have written `path`: it and every directory
+/// above it belong to root and are not writable by group or others.
+fn only_root_could_write(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path.ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .all(|p| {
+            std::fs::symlink_metadata(p)
+                .is_ok_and(|m| m.uid() == 0 && (m.is_symlink() || m.mode() & 0o022 == 0))
+        })
 }
 
 /// The pid a PID file holds; `Ok(None)` when it does not exist or is

@@ -352,6 +352,7 @@ impl Supervisor {
                 }
             })
         });
+        self.guard("groups", Self::check_groups);
         self.guard("console", Self::flush_console);
         self.arm_timer();
         let n = match self.epoll.wait(events, EpollTimeout::NONE) {
@@ -491,6 +492,11 @@ impl Supervisor {
                     signal,
                 } => self.signal_service(&service, pid, group, signal),
                 Effect::FindMainPid { service, starter } => self.find_main_pid(service, starter),
+                Effect::SignalControl {
+                    service,
+                    pid,
+                    signal,
+                } => processes::signal_process(&service, pid, true, signal),
                 Effect::SignalRemaining(signal) => {
                     self.signal_remaining(signal);
                     // With nothing left to signal no SIGCHLD will come:

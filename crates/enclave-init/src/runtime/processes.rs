@@ -56,6 +56,12 @@ impl Supervisor {
             spawn::make_directories(&self.settings.root, spec)
                 .map_err(|e| failure(e.reason, e.status, e.transient))?;
         }
+        // A PID file left from before names no daemon of this start.
+        if let (Proc::Main, spec::ServiceType::Forking, Some(file)) =
+            (proc, spec.service_type, &spec.pid_file)
+        {
+            let _ = std::fs::remove_file(file);
+        }
         let mut launch = spawn::prepare(
             &self.settings.root,
             &self.settings.base_env,
@@ -180,13 +186,20 @@ impl Supervisor {
                 children_left: self.has_children,
             });
         }
-        // A stopping service whose main process is gone waits for its
-        // group (or cgroup) to empty.
+        self.check_groups();
+    }
+
+    /// A stopping service whose main process is gone waits for its group
+    /// (or cgroup) to empty: checked after each batch of exits, and at each
+    /// turn of the loop, since a group may be empty already when the stop
+    /// begins (then no exit will come to say so).
+    pub(super) fn check_groups(&mut self) {
         for (name, group) in self.engine.groups_to_watch() {
             if !self.group_exists(&name, group) {
                 self.feed(Input::GroupEmpty(name));
             }
         }
+        self.check_pid_files();
     }
 
     pub(super) fn signal_remaining(&self, signal: i32) {
@@ -227,6 +240,16 @@ impl Supervisor {
                             Level::Debug,
                             &format!("{name}: killed cgroup {}", dir.display()),
                         );
+                    } else {
+                        for _ in 0..16 {
+                            let members = cgroup_members(&dir);
+                            if members.is_empty() {
+                                break;
+                            }
+                            for member in members {
+                                let _ = sys::kill(member, libc::SIGKILL);
+                            }
+                        }
                     }
                 } else {
                     for member in cgroup_members(&dir) {
@@ -315,6 +338,8 @@ fn run_result(life: &crate::engine::lifecycle::Life) -> Vec<spawn::Var> {
 }
 
 /// `cgroup.kill` (Linux 5.14+): never created, only written if there.
+/// Without it, SIGKILL goes to each member, again until none is left
+/// (a member may fork while it is being killed), a bounded number of times.
 fn kill_cgroup(dir: &Path) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::OpenOptions::new()
@@ -323,11 +348,15 @@ fn kill_cgroup(dir: &Path) -> std::io::Result<()> {
         .write_all(b"1")
 }
 
+/// The pids of a cgroup. Never 0, 1 or init itself, whatever the file
+/// says: `kill(0)` would signal init's own process group.
 pub(super) fn cgroup_members(dir: &Path) -> Vec<Pid> {
+    let me = sys::getpid();
     std::fs::read_to_string(dir.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().parse().ok())
+        .filter(|p: &Pid| *p > 1 && *p != me)
         .collect()
 }
 
@@ -337,7 +366,7 @@ fn cgroup_populated(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn signal_process(name: &str, pid: Pid, group: bool, signal: i32) {
+pub(super) fn signal_process(name: &str, pid: Pid, group: bool, signal: i32) {
     let target = if group { -pid } else { pid };
     match sys::kill(target, signal) {
         Ok(()) => {

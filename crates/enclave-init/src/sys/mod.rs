@@ -124,6 +124,94 @@ pub fn may_raise_limits() -> bool {
             .is_some_and(|d| d.effective & (1 << CAP_SYS_RESOURCE) != 0)
 }
 
+/// A listening vsock stream socket on `port` of any local CID,
+/// non-blocking and close-on-exec.
+pub fn vsock_listen(port: u32) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, VsockAddr,
+    };
+    let fd = socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(fd.as_raw_fd(), &VsockAddr::new(libc::VMADDR_CID_ANY, port))?;
+    listen(&fd, Backlog::new(16).map_err(io::Error::from)?)?;
+    Ok(fd)
+}
+
+/// A connection waiting on a vsock listener (non-blocking, close-on-exec)
+/// and its peer's CID.
+pub fn vsock_accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, Option<u32>)> {
+    use nix::sys::socket::{accept4, getpeername, SockFlag, VsockAddr};
+    let raw = accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+    )?;
+    // SAFETY: accept4 returned a new descriptor owned by no one else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let cid = getpeername::<VsockAddr>(fd.as_raw_fd())?.cid();
+    Ok((fd, Some(cid)))
+}
+
+/// `poll(2)` on `fds` for at most `timeout`; how many are ready.
+pub fn poll(fds: &mut [libc::pollfd], timeout: std::time::Duration) -> io::Result<usize> {
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the pointer and length describe `fds`.
+    let n = check(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) })?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Makes `base/rel` (and the directories on the way) without following a
+/// symbolic link anywhere below `base`: each part is opened with
+/// `O_NOFOLLOW`, and the last gets `mode` and `owner` through its own
+/// descriptor (`fchmod`, `fchown`). Parts made on the way are root's, 0755.
+/// A link in the way is `ELOOP` (or `ENOTDIR`).
+pub fn make_dir_nofollow(
+    base: &std::path::Path,
+    rel: &std::path::Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    use std::ffi::CString;
+    let open = |dir: libc::c_int, name: &CString| -> io::Result<OwnedFd> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a valid fd (or AT_FDCWD) and C string.
+        let fd = check(unsafe { libc::openat(dir, name.as_ptr(), flags) })?;
+        // SAFETY: openat returned a new descriptor owned by no one else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let cstr = |p: &std::ffi::OsStr| {
+        CString::new(p.as_encoded_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    };
+    let mut dir = open(libc::AT_FDCWD, &cstr(base.as_os_str())?)?;
+    let parts: Vec<_> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        let std::path::Component::Normal(name) = part else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        let name = cstr(name)?;
+        let last = i + 1 == parts.len();
+        // SAFETY: a valid fd and C string.
+        let made = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) };
+        if made == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+            return Err(io::Error::last_os_error());
+        }
+        let next = open(dir.as_raw_fd(), &name)?;
+        if last {
+            // SAFETY: a descriptor of ours and plain integers.
+            check(unsafe { libc::fchmod(next.as_raw_fd(), mode) })?;
+            if let Some((uid, gid)) = owner {
+                // SAFETY: as above.
+                check(unsafe { libc::fchown(next.as_raw_fd(), uid, gid) })?;
+            }
+        }
+        dir = next;
+    }
+    Ok(())
+}
+
 /// `getpgid(2)`: the process group of `pid`.
 pub fn getpgid(pid: Pid) -> io::Result<Pid> {
     // SAFETY: an integer.

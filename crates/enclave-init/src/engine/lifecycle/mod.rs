@@ -377,10 +377,18 @@ impl State {
 pub enum Action {
     /// Start a process; the result comes back as `Spawned` or `SpawnFailed`.
     Spawn(Proc),
-    /// Signal a process, or its whole process group when `group`.
+    /// Signal a process, or its whole process group when `group` (the
+    /// service's cgroup too, when it has one).
     Signal {
         pid: Pid,
         group: bool,
+        signal: i32,
+    },
+    /// Signal the process group of a command init runs beside the main
+    /// process (`ExecStop`, `ExecReload`, `ExecStartPost`, ...): never the
+    /// service's cgroup, which the main process shares.
+    SignalControl {
+        pid: Pid,
         signal: i32,
     },
     Log(Level, String),

@@ -28,7 +28,7 @@ impl Life {
         out: &mut Actions,
     ) {
         match notice {
-            Notice::MainPid(new) => self.new_main_pid(new, out),
+            Notice::MainPid(new) => self.new_main_pid(spec, new, out),
             Notice::ExtendTimeout(more) => {
                 let wanted = now.checked_add(more);
                 match &mut self.state {
@@ -75,7 +75,14 @@ impl Life {
         }
     }
 
-    fn new_main_pid(&mut self, new: Pid, out: &mut Actions) {
+    fn new_main_pid(&mut self, spec: &ServiceSpec, new: Pid, out: &mut Actions) {
+        // A forking service's main process is what its start command
+        // leaves: the start command must end first.
+        let forking_start = spec.service_type == ServiceType::Forking
+            && matches!(self.state, State::Starting { .. });
+        if forking_start {
+            return;
+        }
         let slot = match &mut self.state {
             State::Starting {
                 step: StartStep::Main,
@@ -118,7 +125,7 @@ impl Life {
         ));
         out.push(Action::Signal {
             pid,
-            group: false,
+            group: spec.kill_mode == KillMode::ControlGroup,
             signal: spec.watchdog_signal,
         });
         let then = AfterStop::Ended(Outcome::Failure(Failure::Watchdog));

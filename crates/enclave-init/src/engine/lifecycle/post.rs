@@ -144,9 +144,8 @@ impl Life {
             | State::Failed { .. } => None,
         };
         if let Some(c) = control {
-            out.push(Action::Signal {
+            out.push(Action::SignalControl {
                 pid: c,
-                group: true,
                 signal: libc::SIGKILL,
             });
         }

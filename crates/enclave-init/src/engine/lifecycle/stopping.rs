@@ -45,6 +45,10 @@ impl Life {
                 step: StartStep::Forked(starter),
                 ..
             } => Some(*starter),
+            State::Starting {
+                step: StartStep::Post { main: Some(m), .. },
+                ..
+            } => Some(*m),
             State::Starting { .. }
             | State::Stopped
             | State::Waiting { .. }
@@ -142,9 +146,8 @@ impl Life {
             | (KillMode::Process, _, None) => {}
         }
         if let Some(c) = control {
-            out.push(Action::Signal {
+            out.push(Action::SignalControl {
                 pid: c,
-                group: true,
                 signal: libc::SIGKILL,
             });
         }

@@ -31,6 +31,12 @@ impl Life {
         match self.state.clone() {
             // A failed service stays failed until started, as in systemd.
             State::Failed { .. } => {}
+            // A oneshot that remains active: its ExecStop, then ExecStopPost.
+            State::Exited { active: true } if !spec.exec_stop.is_empty() => {
+                out.push(Action::Spawn(Proc::Stop(0)));
+                self.enter_stopping(spec, None, None, StopPhase::ExecStop(0), then, now);
+            }
+            State::Exited { active: true } => self.finish_stop(spec, then, now, out),
             State::Stopped | State::Exited { .. } | State::Waiting { .. } => {
                 self.set(State::Stopped, now)
             }
@@ -402,6 +408,12 @@ impl Life {
                     *control = None;
                 }
                 match (phase, main) {
+                    (StopPhase::ExecStop(i), None) if i + 1 < spec.exec_stop.len() => {
+                        out.push(Action::Spawn(Proc::Stop(i + 1)));
+                        if let State::Stopping { phase, .. } = &mut self.state {
+                            *phase = StopPhase::ExecStop(i + 1);
+                        }
+                    }
                     (StopPhase::ExecStop(i), Some(main)) => {
                         if !matches!(classify(spec, exit), Outcome::Success(_)) {
                             out.push(Action::Log(
@@ -477,9 +489,8 @@ impl Life {
                 ..
             } => {
                 if let Some(c) = control {
-                    out.push(Action::Signal {
+                    out.push(Action::SignalControl {
                         pid: c,
-                        group: true,
                         signal: libc::SIGKILL,
                     });
                 }
@@ -532,9 +543,8 @@ impl Life {
                     "ExecStop did not finish in time".into(),
                 ));
                 if let Some(c) = control {
-                    out.push(Action::Signal {
+                    out.push(Action::SignalControl {
                         pid: c,
-                        group: true,
                         signal: libc::SIGKILL,
                     });
                 }
@@ -726,6 +736,10 @@ impl Life {
             level,
             format!("main process {}", exit.describe()),
         ));
+        // A oneshot that ended well: its ExecStartPost, whatever it left.
+        if matches!(outcome, Outcome::Success(_)) && self.oneshot_post(spec, now, out) {
+            return;
+        }
         if group_alive && spec.kill_mode != KillMode::Process {
             // systemd stops what the main process left behind before it
             // decides about a restart; so do we.
@@ -752,7 +766,7 @@ impl Life {
                 AfterStop::Ended(outcome),
                 now,
             );
-        } else if !(matches!(outcome, Outcome::Success(_)) && self.oneshot_post(spec, now, out)) {
+        } else {
             self.finish_stop(spec, AfterStop::Ended(outcome), now, out);
         }
     }

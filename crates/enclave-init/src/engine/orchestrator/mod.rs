@@ -302,6 +302,13 @@ pub enum Effect {
         group: bool,
         signal: i32,
     },
+    /// Signal the process group of a command that runs beside the main
+    /// process: never the service's cgroup.
+    SignalControl {
+        service: String,
+        pid: Pid,
+        signal: i32,
+    },
     /// Signal every process init is responsible for.
     SignalRemaining(i32),
     /// Find the main pid of a forking daemon whose start command
@@ -341,9 +348,19 @@ enum Phase {
     Kill,
 }
 
+/// Why init is ending: the first reason given, and the service whose end
+/// it is (with its status), if one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndCause {
+    pub reason: String,
+    pub service: Option<String>,
+    pub status: Option<i32>,
+}
+
 #[derive(Debug, Clone)]
 struct Shutdown {
     ending: Ending,
+    cause: EndCause,
     phase: Phase,
     deadline: Option<Instant>,
     /// `final_timeout` after the start; `None`: no bound, or passed.
@@ -423,6 +440,11 @@ impl Engine {
         self.shutdown.is_some()
     }
 
+    /// Why init is ending, once it is.
+    pub fn end_cause(&self) -> Option<&EndCause> {
+        self.shutdown.as_ref().map(|s| &s.cause)
+    }
+
     pub fn mode(&self) -> Mode {
         self.settings.mode
     }
@@ -474,6 +496,16 @@ impl Engine {
                         }
                     )
                 });
+                // Never another service's process.
+                let result = match result {
+                    Ok(pid) => match self.procs.get(&pid) {
+                        Some(owner) if *owner != service => {
+                            Err(format!("pid {pid} is a process of service {owner}"))
+                        }
+                        _ => Ok(pid),
+                    },
+                    Err(e) => Err(e),
+                };
                 if let (Ok(pid), true) = (&result, forked) {
                     self.procs.insert(*pid, service.clone());
                 }

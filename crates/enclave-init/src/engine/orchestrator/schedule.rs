@@ -187,6 +187,11 @@ impl Engine {
                     out.push(Effect::Log(level, format!("{name}: {message}")))
                 }
                 Action::End(action, status) => self.end_action(name, action, status, now, out),
+                Action::SignalControl { pid, signal } => out.push(Effect::SignalControl {
+                    service: name.to_string(),
+                    pid,
+                    signal,
+                }),
                 Action::FindMainPid { starter } => out.push(Effect::FindMainPid {
                     service: name.to_string(),
                     starter,

@@ -30,12 +30,14 @@ impl Engine {
             EndAction::Reboot => "reboot",
             EndAction::Exit => "exit",
         };
-        self.begin_shutdown(
-            ending,
-            &format!("service {name} ended: its action is {kind} (status {status})"),
-            now,
-            out,
-        );
+        let reason = format!("service {name} ended: its action is {kind} (status {status})");
+        self.begin_shutdown(ending, &reason, now, out);
+        if let Some(shutdown) = self.shutdown.as_mut() {
+            if shutdown.cause.service.is_none() && shutdown.cause.reason == reason {
+                shutdown.cause.service = Some(name.to_string());
+                shutdown.cause.status = Some(status);
+            }
+        }
     }
 
     /// Starts an orderly shutdown: services in reverse dependency order,
@@ -60,6 +62,11 @@ impl Engine {
         ));
         self.shutdown = Some(Shutdown {
             ending,
+            cause: EndCause {
+                reason: reason.to_string(),
+                service: None,
+                status: None,
+            },
             phase: Phase::Services,
             deadline: None,
             final_deadline: now.checked_add(self.settings.final_timeout),

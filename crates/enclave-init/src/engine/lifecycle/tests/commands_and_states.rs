@@ -109,9 +109,8 @@ fn exec_stop_that_hangs_is_killed_and_the_signal_follows() {
     assert_eq!(
         effects(&a),
         [
-            Action::Signal {
+            Action::SignalControl {
                 pid: 21,
-                group: true,
                 signal: libc::SIGKILL
             },
             Action::Signal {

@@ -202,9 +202,8 @@ fn a_failed_or_late_reload_is_reported_and_the_service_runs_on() {
     let a = life.handle(&s, Event::Deadline, at(2011));
     assert_eq!(
         effects(&a),
-        [Action::Signal {
+        [Action::SignalControl {
             pid: 22,
-            group: true,
             signal: libc::SIGKILL
         }]
     );
@@ -222,9 +221,8 @@ fn a_stop_or_the_main_process_ending_during_a_reload() {
     assert_eq!(
         effects(&a)[..2],
         [
-            Action::Signal {
+            Action::SignalControl {
                 pid: 20,
-                group: true,
                 signal: libc::SIGKILL
             },
             Action::Signal {
@@ -242,9 +240,8 @@ fn a_stop_or_the_main_process_ending_during_a_reload() {
     let a = life.handle(&s, exited(7, 0), at(3));
     assert_eq!(
         effects(&a),
-        [Action::Signal {
+        [Action::SignalControl {
             pid: 20,
-            group: true,
             signal: libc::SIGKILL
         }]
     );
@@ -274,7 +271,7 @@ fn the_watchdog_fires_without_pings_and_restart_on_watchdog_restarts() {
         effects(&a),
         [Action::Signal {
             pid: 7,
-            group: false,
+            group: true,
             signal: libc::SIGABRT
         }]
     );
@@ -330,7 +327,7 @@ fn watchdog_trigger_and_a_new_interval() {
         effects(&a),
         [Action::Signal {
             pid: 7,
-            group: false,
+            group: true,
             signal: libc::SIGUSR2
         }]
     );
@@ -377,4 +374,55 @@ fn mainpid_and_extend_timeout_usec() {
     assert_eq!(life.state, State::Running { pid: 9 });
     life.handle(&s, exited(9, 0), at(1000));
     assert_eq!(life.state, State::Exited { active: false });
+}
+
+// ---- review findings ----
+
+#[test]
+fn review5_the_watchdog_signal_follows_kill_mode() {
+    let s = watched(500);
+    let mut life = running(&s, 7);
+    let a = life.handle(&s, Event::Deadline, at(500));
+    assert_eq!(
+        effects(&a),
+        [Action::Signal {
+            pid: 7,
+            group: true,
+            signal: libc::SIGABRT
+        }],
+        "KillMode=control-group: the whole service"
+    );
+}
+
+#[test]
+fn review3_commands_beside_the_main_process_are_killed_alone() {
+    let s = reloadable();
+    let mut life = running(&s, 7);
+    life.handle(&s, Event::Reload, at(1));
+    life.handle(&s, Event::Spawned { pid: 22 }, at(2));
+    let a = life.handle(&s, Event::Deadline, at(3000));
+    assert_eq!(
+        effects(&a),
+        [Action::SignalControl {
+            pid: 22,
+            signal: libc::SIGKILL
+        }],
+        "never the service's cgroup: the main process runs on"
+    );
+}
+
+#[test]
+fn review11_mainpid_does_not_replace_a_forking_start_command() {
+    let s = forking();
+    let mut life = Life::new(at(0));
+    life.handle(&s, Event::Start, at(0));
+    life.handle(&s, Event::Spawned { pid: 10 }, at(0));
+    life.handle(&s, Event::Notice(Notice::MainPid(42)), at(1));
+    assert!(
+        matches!(life.state, State::Starting { pid: Some(10), .. }),
+        "{:?}",
+        life.state
+    );
+    let a = life.handle(&s, exited(10, 0), at(2));
+    assert_eq!(effects(&a), [Action::FindMainPid { starter: 10 }]);
 }
