@@ -1,7 +1,11 @@
-//! `initctl`: the control client of a running enclave-init (contract §8).
+//! `initctl`: the control client of a running enclave-init (contract §8),
+//! and with `--vsock`, the parent instance's view of an enclave (the
+//! parent channel, `parent.rs`).
 //!
 //! Exit status: 0 success, 1 a refused or failed command, 2 a usage error,
-//! 3 init cannot be reached.
+//! 3 init cannot be reached; with `--vsock`, see `parent.rs`.
+
+mod parent;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -28,6 +32,12 @@ struct Cli {
     /// The control socket of init.
     #[arg(long, env = "INITCTL_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
     socket: PathBuf,
+    /// From the parent instance: the enclave's parent channel at CID[:PORT]
+    /// (vsock, port 9001 by default) or unix:PATH[:PORT] (a local VM's
+    /// hybrid vsock socket). Only list, status, logs, events, wait and
+    /// poweroff.
+    #[arg(long, global = true, value_name = "ADDRESS")]
+    vsock: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -80,6 +90,18 @@ enum Cmd {
     /// How init came up: the NSM's module and PCRs, the entropy gate, the
     /// heartbeat, the boot's duration.
     Boot {
+        #[arg(long)]
+        json: bool,
+    },
+    /// With --vsock: the boot report, the services' states and init's own
+    /// lines, then every change, until the enclave ends.
+    Events {
+        #[arg(long)]
+        json: bool,
+    },
+    /// With --vsock: wait for the enclave to end; exit with the status of
+    /// the service that ended it (4: the connection was lost first).
+    Wait {
         #[arg(long)]
         json: bool,
     },
@@ -138,8 +160,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--vsock`: the parent channel's commands only.
+fn run_parent(address: &str, command: Cmd) -> Result<(), Failure> {
+    use proto::parent::Command as P;
+    let address = parent::parse_address(address).map_err(|e| fail(2, e))?;
+    let (command, json) = match command {
+        Cmd::List { json } => (P::List, json),
+        Cmd::Status { name, json } => (P::Status { name }, json),
+        Cmd::Logs {
+            name,
+            lines,
+            follow,
+        } => (
+            P::Logs {
+                name,
+                lines,
+                follow,
+            },
+            false,
+        ),
+        Cmd::Events { json } => (P::Events, json),
+        Cmd::Wait { json } => (P::Wait, json),
+        Cmd::Poweroff => (P::Poweroff, false),
+        _ => {
+            return Err(fail(
+                2,
+                "over --vsock only list, status, logs, events, wait and poweroff: the parent may read, and end the enclave when its image allows it",
+            ))
+        }
+    };
+    parent::run(&address, command, json)
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
+    if let Some(address) = &cli.vsock {
+        return run_parent(address, cli.command);
+    }
     let (command, json) = match cli.command {
+        Cmd::Events { .. } | Cmd::Wait { .. } => {
+            return Err(fail(
+                2,
+                "events and wait are the parent channel's: use them with --vsock CID[:PORT]",
+            ))
+        }
         Cmd::Notify {
             ready,
             status,
@@ -247,6 +310,10 @@ fn answer_timeout(command: &Command) -> Option<Duration> {
 fn print_response(out: &mut impl Write, response: Response, json: bool) {
     let now = unix_now();
     match response {
+        Response::Event { event } if json => {
+            let _ = writeln!(out, "{}", serde_json::to_string(&event).unwrap_or_default());
+        }
+        Response::Event { event } => print_event(out, &event),
         Response::List { services } if json => {
             let _ = writeln!(
                 out,
@@ -539,6 +606,53 @@ fn send_with_barrier(path: &Path, text: &str, timeout: std::time::Duration) -> i
         )),
         _ => Ok(()),
     }
+}
+
+/// One item of the parent channel's `events` or `wait` stream.
+fn print_event(out: &mut impl Write, event: &proto::parent::Event) {
+    use proto::parent::Event;
+    let _ = match event {
+        Event::Boot { report } => {
+            let nsm = report.nsm.as_ref().map_or_else(
+                || report.nsm_error.clone().unwrap_or_else(|| "none".into()),
+                |n| format!("{} (NSM {})", n.module_id, n.version),
+            );
+            writeln!(
+                out,
+                "boot: enclave-init {} ({}), NSM: {nsm}, entropy: {}",
+                report.version, report.mode, report.entropy.state
+            )
+        }
+        Event::State {
+            service,
+            state,
+            pid,
+            time,
+        } => writeln!(
+            out,
+            "{} {service}: {state}{}",
+            timestamp(*time, true),
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        ),
+        Event::Init { line } => writeln!(
+            out,
+            "{} enclave-init: {}",
+            timestamp(line.time, true),
+            line.text
+        ),
+        Event::Dropped { count } => writeln!(
+            out,
+            "({count} lines not sent: this client did not read them in time)"
+        ),
+        Event::End { end } => {
+            let service = match (&end.service, end.status) {
+                (Some(s), Some(status)) => format!("; service {s}, status {status}"),
+                (Some(s), None) => format!("; service {s}"),
+                _ => String::new(),
+            };
+            writeln!(out, "END: {} ({}{service})", end.action, end.reason)
+        }
+    };
 }
 
 /// `SIGTERM`, or `signal N` for a number without a name.

@@ -11,6 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod parent;
+
 /// 2: `logs` streams `line` replies and `end` (1 had one `logs` reply).
 pub const VERSION: u32 = 2;
 pub const MAX_REQUEST: usize = 4096;
@@ -231,6 +233,10 @@ pub enum Response {
     },
     Boot {
         report: BootReport,
+    },
+    /// One item of the parent channel's `events` and `wait` streams.
+    Event {
+        event: parent::Event,
     },
 }
 

@@ -84,7 +84,12 @@ struct Console {
     /// Nobody can read the console any more (its reader closed the pipe,
     /// the tty hung up): every line is dropped and counted.
     gone: bool,
+    /// Init's own lines, kept for the parent channel (made at the first).
+    own: Option<crate::host::output::LogRing>,
 }
+
+/// Bytes of init's own lines kept for the parent channel.
+pub const OWN_LINES_KEPT: usize = 64 * 1024;
 
 static CONSOLE: Mutex<Console> = Mutex::new(Console {
     fd: None,
@@ -92,6 +97,7 @@ static CONSOLE: Mutex<Console> = Mutex::new(Console {
     queue: Queue::new(),
     dropped: 0,
     gone: false,
+    own: None,
 });
 
 fn with<R>(f: impl FnOnce(&mut Console) -> R) -> R {
@@ -184,6 +190,41 @@ pub fn log(level: Level, message: &str) {
         Level::Debug => "enclave-init: debug: ",
     };
     line(&[prefix.as_bytes(), message.as_bytes()]);
+    let kept = [
+        prefix
+            .strip_prefix("enclave-init: ")
+            .unwrap_or(prefix)
+            .as_bytes(),
+        message.as_bytes(),
+    ]
+    .concat();
+    with(|c| {
+        c.own
+            .get_or_insert_with(|| crate::host::output::LogRing::new(OWN_LINES_KEPT))
+            .push(
+                std::time::SystemTime::now(),
+                std::process::id() as i32,
+                &kept,
+            )
+    });
+}
+
+/// Init's own lines kept, from number `from` (at most `max`), and the
+/// number of the first one still kept (a reader behind it missed some).
+pub fn own_lines(from: u64, max: usize) -> (Vec<crate::host::output::LogLine>, u64) {
+    with(|c| match &c.own {
+        Some(ring) => (ring.range(from, max).0, ring.first_seq()),
+        None => (Vec::new(), 0),
+    })
+}
+
+/// How many of init's own lines there have been.
+pub fn own_total() -> u64 {
+    with(|c| {
+        c.own
+            .as_ref()
+            .map_or(0, crate::host::output::LogRing::total)
+    })
 }
 
 /// std's `io::Error` reads "Permission denied (os error 13)"; log lines

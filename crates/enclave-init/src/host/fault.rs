@@ -64,10 +64,15 @@ mod armed {
     pub fn entropy_dir() -> Option<std::path::PathBuf> {
         std::env::var_os("ENCLAVE_INIT_TEST_ENTROPY").map(std::path::PathBuf::from)
     }
+
+    /// A Unix socket the parent channel listens on instead of vsock.
+    pub fn parent_socket() -> Option<std::path::PathBuf> {
+        std::env::var_os("ENCLAVE_INIT_TEST_PARENT_SOCKET").map(std::path::PathBuf::from)
+    }
 }
 
 #[cfg(debug_assertions)]
-pub use armed::{cgroup_root, entropy_dir, point};
+pub use armed::{cgroup_root, entropy_dir, parent_socket, point};
 
 /// Release builds: no fault points.
 #[cfg(not(debug_assertions))]
@@ -86,9 +91,16 @@ pub fn entropy_dir() -> Option<std::path::PathBuf> {
     None
 }
 
+/// Release builds: the parent channel is vsock, always.
+#[cfg(not(debug_assertions))]
+pub fn parent_socket() -> Option<std::path::PathBuf> {
+    None
+}
+
 /// The variables of this module: never passed on to services.
 pub const VARIABLES: &[&str] = &[
     "ENCLAVE_INIT_FAULTS",
     "ENCLAVE_INIT_TEST_CGROUP_ROOT",
     "ENCLAVE_INIT_TEST_ENTROPY",
+    "ENCLAVE_INIT_TEST_PARENT_SOCKET",
 ];

@@ -88,6 +88,48 @@ pub struct Log {
     pub buffer: usize,
 }
 
+/// Which services' captured output the parent may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exported {
+    All,
+    Only(Vec<String>),
+}
+
+impl Exported {
+    pub fn includes(&self, service: &str) -> bool {
+        match self {
+            Exported::All => true,
+            Exported::Only(names) => names.iter().any(|n| n == service),
+        }
+    }
+}
+
+/// `[parent]`: what the parent instance may see over vsock (absent: the
+/// heartbeat only). The image's configuration, measured into PCR2, decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parent {
+    /// The vsock port init listens on.
+    pub port: u32,
+    /// The only peer CID accepted.
+    pub cid: u32,
+    /// Services whose captured output the parent may read (logs may hold
+    /// secrets: none by default).
+    pub logs: Exported,
+    /// The parent may ask for a graceful end (`poweroff`).
+    pub allow_poweroff: bool,
+}
+
+impl Default for Parent {
+    fn default() -> Self {
+        Self {
+            port: 9001,
+            cid: 3,
+            logs: Exported::Only(Vec::new()),
+            allow_poweroff: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub boot: Boot,
@@ -96,6 +138,8 @@ pub struct Config {
     pub control: Control,
     pub shutdown: Shutdown,
     pub log: Log,
+    /// `None`: no `[parent]` section, nothing over vsock but the heartbeat.
+    pub parent: Option<Parent>,
 }
 
 impl Default for Config {
@@ -129,6 +173,7 @@ impl Default for Config {
                 level: Level::Info,
                 buffer: 64 * 1024,
             },
+            parent: None,
         }
     }
 }

@@ -55,6 +55,9 @@ pub fn parse(path: &Path, text: &str) -> (Config, Vec<Diagnostic>) {
             ));
             continue;
         }
+        if section.key == "parent" {
+            config.parent.get_or_insert_with(Parent::default);
+        }
         for entry in entries {
             let name = format!("{}.{}", section.key, entry.key);
             match apply(&mut config, &section.key, &entry) {
@@ -75,7 +78,7 @@ pub fn parse(path: &Path, text: &str) -> (Config, Vec<Diagnostic>) {
         }
         if !matches!(
             section.key.as_str(),
-            "boot" | "heartbeat" | "services" | "control" | "shutdown" | "log"
+            "boot" | "heartbeat" | "services" | "control" | "shutdown" | "log" | "parent"
         ) {
             diags.push(Diagnostic::warning(
                 path,
@@ -132,6 +135,35 @@ fn apply(config: &mut Config, section: &str, entry: &KeyValue) -> Result<bool, S
         }
         ("log", "level") => config.log.level = toml_keys::choice(v, LEVELS)?,
         ("log", "buffer") => config.log.buffer = byte_size(v)?,
+        ("parent", key) => {
+            let Some(parent) = config.parent.as_mut() else {
+                return Ok(false);
+            };
+            match key {
+                "port" => parent.port = toml_keys::unsigned(v, i64::from(u32::MAX))?,
+                "cid" => {
+                    let cid: u32 = toml_keys::unsigned(v, i64::from(u32::MAX))?;
+                    // VMADDR_CID_ANY would accept every peer.
+                    if cid == u32::MAX {
+                        return Err("4294967295 (any CID) is not one peer".into());
+                    }
+                    parent.cid = cid;
+                }
+                "logs" => {
+                    parent.logs = match v {
+                        toml::Value::String(s) if s == "all" => Exported::All,
+                        toml::Value::String(s) => {
+                            return Err(format!(
+                                "expected \"all\" or an array of service names, found {s:?}"
+                            ))
+                        }
+                        other => Exported::Only(toml_keys::strings(other)?),
+                    }
+                }
+                "allow_poweroff" => parent.allow_poweroff = toml_keys::boolean(v)?,
+                _ => return Ok(false),
+            }
+        }
         _ => return Ok(false),
     }
     Ok(true)

@@ -40,6 +40,7 @@ pub mod control;
 mod daemons;
 mod entropy;
 pub mod notify;
+pub mod parent;
 mod pipes;
 mod processes;
 mod sources;
@@ -59,9 +60,11 @@ const TOKEN_NOTIFY: u64 = 4;
 const TOKEN_CONTROL: u64 = 5;
 const TOKEN_ENTROPY: u64 = 6;
 const TOKEN_PID_FILES: u64 = 7;
+const TOKEN_PARENT: u64 = 8;
 const TOKEN_KIND: u64 = 0xffff << 48;
 const TOKEN_PIPE: u64 = 1 << 48;
 const TOKEN_CLIENT: u64 = 2 << 48;
+const TOKEN_PARENT_CLIENT: u64 = 3 << 48;
 /// Notify warnings: a few per interval, then a count.
 const NOTIFY_WARNINGS: (Duration, u32) = (Duration::from_secs(5), 5);
 /// Recoveries in a row (each after a panic) before init gives up on
@@ -124,6 +127,8 @@ pub struct Supervisor {
     boot_report: BootReport,
     /// PID files of forking daemons not written yet.
     pid_files: daemons::PidFiles,
+    /// The parent channel, when the image's config has `[parent]`.
+    parent: Option<parent::Server>,
 }
 
 /// Builds the error of a failed setup step: `epoll_create: ...`.
@@ -212,6 +217,7 @@ impl Supervisor {
                 ..BootReport::default()
             },
             pid_files: daemons::PidFiles::default(),
+            parent: None,
         };
         if let Some(fd) = supervisor.console_fd {
             // EPERM for regular files: those never block, no need to watch.
@@ -316,6 +322,7 @@ impl Supervisor {
         // happened to them. (While the entropy gate holds them back, at
         // once: `initctl boot` says what they wait for.)
         self.guard("opening the control socket", Self::open_control_socket);
+        self.guard("opening the parent channel", Self::open_parent_channel);
         let mut events = vec![EpollEvent::empty(); 64];
         loop {
             match panics::catch(|| self.turn(&mut events)) {
@@ -343,6 +350,8 @@ impl Supervisor {
             self.guard("reaping", Self::reap);
         }
         if let Some(ending) = self.finished.take() {
+            let told = ending.clone();
+            self.guard("the end record", |s| s.tell_parent_the_end(told));
             return Some(ending);
         }
         self.guard("control", |s| {
@@ -353,6 +362,7 @@ impl Supervisor {
             })
         });
         self.guard("groups", Self::check_groups);
+        self.guard("parent channel", Self::observe_for_parent);
         self.guard("console", Self::flush_console);
         self.arm_timer();
         let n = match self.epoll.wait(events, EpollTimeout::NONE) {
@@ -441,6 +451,8 @@ impl Supervisor {
             TOKEN_CONTROL => self.on_control_accept(),
             TOKEN_ENTROPY => self.on_entropy(),
             TOKEN_PID_FILES => self.on_pid_files(),
+            TOKEN_PARENT => self.on_parent_accept(),
+            t if t & TOKEN_KIND == TOKEN_PARENT_CLIENT => self.on_parent_client(t, flags),
             t if t & TOKEN_KIND == TOKEN_CLIENT => self.on_control_client(t, flags),
             t if t & TOKEN_KIND == TOKEN_PIPE => self.on_pipe(t),
             other => console::log(Level::Warn, &format!("event for unknown token {other}")),

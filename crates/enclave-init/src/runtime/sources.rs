@@ -107,6 +107,7 @@ impl Supervisor {
         self.entropy_deadline_passed(now);
         self.feed(Input::Tick);
         self.with_control(|ctl, sup| ctl.on_deadline(now, &sup.epoll, TOKEN_CONTROL));
+        self.parent_on_deadline(now);
         for (limit, what) in [
             (
                 &mut self.foreign_notify,
@@ -135,6 +136,7 @@ impl Supervisor {
         self.engine
             .next_deadline()
             .into_iter()
+            .chain(self.parent_deadline())
             .chain(control)
             .chain(warnings)
             .chain(entropy)

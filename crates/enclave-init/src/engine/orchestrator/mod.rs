@@ -376,6 +376,8 @@ pub struct Engine {
     procs: HashMap<Pid, String>,
     shutdown: Option<Shutdown>,
     finished: bool,
+    /// Why it finished, kept once the shutdown is over.
+    ended_because: Option<EndCause>,
     children_left: bool,
     /// Something changed that the scheduler must look at.
     dirty: bool,
@@ -391,6 +393,7 @@ impl Engine {
             procs: HashMap::new(),
             shutdown: None,
             finished: false,
+            ended_because: None,
             children_left: true,
             dirty: false,
         }
@@ -442,7 +445,10 @@ impl Engine {
 
     /// Why init is ending, once it is.
     pub fn end_cause(&self) -> Option<&EndCause> {
-        self.shutdown.as_ref().map(|s| &s.cause)
+        self.shutdown
+            .as_ref()
+            .map(|s| &s.cause)
+            .or(self.ended_because.as_ref())
     }
 
     pub fn mode(&self) -> Mode {

@@ -153,6 +153,7 @@ impl Engine {
     pub(super) fn finish(&mut self, out: &mut Out) {
         if let Some(shutdown) = self.shutdown.take() {
             self.finished = true;
+            self.ended_because = Some(shutdown.cause);
             out.push(Effect::Finish(shutdown.ending));
         }
     }

@@ -642,5 +642,5 @@ impl Drop for Control {
 
 mod requests;
 
-use requests::{entry, settled, verb};
-pub use requests::{execute, info, Done, Step, Task, View};
+pub use requests::{entry, execute, info, Done, Step, Task, View};
+use requests::{settled, verb};

@@ -72,7 +72,7 @@ fn unix_seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-pub(super) fn entry(line: LogLine) -> LogEntry {
+pub fn entry(line: LogLine) -> LogEntry {
     LogEntry {
         time: unix_seconds(line.time),
         pid: line.pid,
@@ -138,7 +138,7 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    pub(super) fn logs_of(&self, service: &str) -> Option<&LogRing> {
+    pub(in crate::runtime) fn logs_of(&self, service: &str) -> Option<&LogRing> {
         static EMPTY: std::sync::OnceLock<LogRing> = std::sync::OnceLock::new();
         self.engine.unit(service)?;
         Some(
