@@ -423,6 +423,33 @@ pub fn ensure_musl_target() -> Result<(), String> {
 }
 
 /// Builds the static, stripped binaries; returns (enclave-init, initctl).
+/// enclave-init built as `static_binaries` does, plus the test hooks (the
+/// parent channel on a Unix socket): for the benchmarks of the parent
+/// channel only, in a target directory of its own.
+pub fn hooked_init() -> Result<PathBuf, String> {
+    ensure_musl_target()?;
+    let root = workspace_root();
+    let target = root.join("target/hooked");
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                MUSL,
+                "-p",
+                "enclave-init",
+                "--features",
+                "test-hooks",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .current_dir(&root),
+    )?;
+    Ok(target.join(MUSL).join("release").join("enclave-init"))
+}
+
 pub fn static_binaries() -> Result<(PathBuf, PathBuf), String> {
     ensure_musl_target()?;
     let root = workspace_root();

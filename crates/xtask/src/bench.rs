@@ -781,7 +781,7 @@ impl Bench {
     /// `only` is empty).
     pub fn run(&mut self, only: &[String]) -> Result<(), String> {
         type Step = fn(&mut Bench) -> Result<(), String>;
-        let steps: [(&str, Step); 10] = [
+        let steps: [(&str, Step); 11] = [
             ("start-to-exit", Bench::start_to_exit),
             ("reaping", Bench::reaping),
             ("signal round trip", Bench::signal_round_trip),
@@ -792,6 +792,7 @@ impl Bench {
             ("log throughput", Bench::log_throughput),
             ("sizes", Bench::sizes),
             ("boot", Bench::boot),
+            ("parent channel", Bench::parent_channel),
         ];
         let chosen: Vec<_> = steps
             .iter()
@@ -893,3 +894,6 @@ impl Bench {
         Ok(path)
     }
 }
+
+#[path = "bench_parent.rs"]
+mod parent;

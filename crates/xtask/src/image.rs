@@ -308,6 +308,13 @@ pub fn vm_config(own: Option<&str>, vm_modules: &[PathBuf]) -> Result<String, St
     hb.as_table_mut()
         .ok_or("[heartbeat] is not a table")?
         .insert("cid".into(), toml::Value::Integer(2));
+    // The host is the parent here, and vhost-device-vsock shows it as CID 2
+    // (Nitro's parent is CID 3): unless the image names a CID itself.
+    if let Some(parent) = doc.get_mut("parent").and_then(toml::Value::as_table_mut) {
+        parent
+            .entry("cid")
+            .or_insert_with(|| toml::Value::Integer(2));
+    }
     toml::to_string(&doc).map_err(|e| e.to_string())
 }
 

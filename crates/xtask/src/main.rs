@@ -128,6 +128,12 @@ fn demo(args: &[String]) -> Result<(), String> {
         "target/demo",
         vm::Options {
             echo: true,
+            // The example image has [parent]: show what its parent sees.
+            parent: Some(vm::ParentWatch {
+                port: 9001,
+                poweroff_after: None,
+                echo: true,
+            }),
             ..vm::Options::default()
         },
     )
@@ -186,6 +192,26 @@ fn summarize(booted: &enclave::Booted) -> Result<(), String> {
                 ))
             }
             None => pcr_error = Some("init logged no PCRs from the NSM".to_string()),
+        }
+    }
+    if !outcome.parent.is_empty() {
+        let states = outcome
+            .parent
+            .iter()
+            .filter(|l| l.contains("\"event\":\"state\""))
+            .count();
+        eprintln!(
+            "xtask: the host heard {} lines on the parent channel ({states} state changes)",
+            outcome.parent.len()
+        );
+        match outcome
+            .parent
+            .iter()
+            .rev()
+            .find(|l| l.contains("\"event\":\"end\""))
+        {
+            Some(end) => eprintln!("xtask: {}", vm::describe_parent_line(end)),
+            None => eprintln!("xtask: no end record reached the host"),
         }
     }
     match &outcome.heartbeat {
@@ -297,6 +323,13 @@ fn boot_root(args: &[String]) -> Result<(), String> {
         echo: true,
         timeout,
         listener,
+        // An image with [parent] on port 9001: what its parent sees (none
+        // without: nothing says it listens).
+        parent: Some(vm::ParentWatch {
+            port: 9001,
+            poweroff_after: None,
+            echo: true,
+        }),
         ..vm::Options::default()
     };
     if root.extension().is_some_and(|e| e == "eif") {
@@ -422,6 +455,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "control_protocol",
     "output_lines",
     "command_line",
+    "parent_protocol",
 ];
 
 fn fuzz(args: &[String]) -> Result<(), String> {

@@ -74,6 +74,9 @@ pub struct Outcome {
     pub stopped: Option<Stop>,
     pub heartbeat: Option<Heartbeat>,
     pub elapsed: Duration,
+    /// What the host heard on the enclave's parent channel (`events`, one
+    /// JSON line each), when `Options::parent` asked for it.
+    pub parent: Vec<String>,
 }
 
 impl Outcome {
@@ -123,6 +126,58 @@ pub struct Options {
     pub append: String,
     /// The emulated CPU (`-cpu`).
     pub cpu: String,
+    /// Listen to the enclave's parent channel from the host.
+    pub parent: Option<ParentWatch>,
+}
+
+/// The host on the enclave's parent channel (through vhost-device-vsock's
+/// hybrid socket), once init says it listens: an `events` request, every
+/// line kept; and, when a line holds `poweroff_after`, a `poweroff` request
+/// on a second connection.
+#[derive(Clone, Debug)]
+pub struct ParentWatch {
+    pub port: u32,
+    pub poweroff_after: Option<String>,
+    /// Print what the host hears, as it comes (the demo).
+    pub echo: bool,
+}
+
+/// One line of the parent channel as a person reads it.
+pub fn describe_parent_line(line: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return line.to_string();
+    };
+    let e = &v["event"];
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    match e["event"].as_str() {
+        Some("boot") => format!(
+            "boot report: enclave-init {}, NSM {}, entropy {}",
+            s(&e["report"]["version"]),
+            s(&e["report"]["nsm"]["module_id"]),
+            s(&e["report"]["entropy"]["state"])
+        ),
+        Some("state") => format!(
+            "{} is {}{}",
+            s(&e["service"]),
+            s(&e["state"]),
+            e["pid"]
+                .as_i64()
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default()
+        ),
+        Some("init") => format!("init: {}", s(&e["line"]["text"])),
+        Some("dropped") => format!("({} lines dropped)", e["count"]),
+        Some("end") => format!(
+            "THE END: {} ({}{})",
+            s(&e["end"]["action"]),
+            s(&e["end"]["reason"]),
+            e["end"]["status"]
+                .as_i64()
+                .map(|st| format!("; status {st}"))
+                .unwrap_or_default()
+        ),
+        _ => line.to_string(),
+    }
 }
 
 impl Default for Options {
@@ -134,6 +189,7 @@ impl Default for Options {
             memory_mb: 256,
             append: String::new(),
             cpu: CPU.into(),
+            parent: None,
         }
     }
 }
@@ -244,6 +300,102 @@ fn qemu_command(machine: &Machine, vhu: &Path, opts: &Options) -> Command {
     }
 }
 
+/// The host's side of the parent channel: once init says it listens,
+/// connect through the hybrid socket (`CONNECT port`, `OK ...`), ask for
+/// `events`, keep every line until the connection ends. A connection that
+/// is refused is tried again (within the boot's life).
+fn watch_parent_channel(
+    uds: &Path,
+    watch: &ParentWatch,
+    console: &Mutex<String>,
+    lines: &Mutex<Vec<String>>,
+    start: Instant,
+) {
+    use std::io::BufRead;
+    let port = watch.port;
+    let listening = || {
+        console
+            .lock()
+            .is_ok_and(|c| c.contains("parent channel: vsock port"))
+    };
+    while !listening() {
+        if start.elapsed() > Duration::from_secs(600) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(uds) else {
+        return;
+    };
+    if stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .is_err()
+    {
+        return;
+    }
+    let mut reader = std::io::BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut answer = String::new();
+    if reader.read_line(&mut answer).is_err() || !answer.starts_with("OK") {
+        if let Ok(mut l) = lines.lock() {
+            l.push(format!("connect: {}", answer.trim()));
+        }
+        return;
+    }
+    let _ = stream.write_all(b"{\"version\":1,\"command\":\"events\"}\n");
+    let mut line = String::new();
+    let mut asked = false;
+    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+        if watch.echo {
+            use std::io::IsTerminal;
+            let tag = if std::io::stderr().is_terminal() {
+                "\x1b[1mparent>\x1b[0m"
+            } else {
+                "parent>"
+            };
+            eprintln!("{tag} {}", describe_parent_line(line.trim_end()));
+        }
+        if let Ok(mut l) = lines.lock() {
+            l.push(line.trim_end().to_string());
+        }
+        let due = watch
+            .poweroff_after
+            .as_deref()
+            .is_some_and(|needle| line.contains(needle));
+        if due && !asked {
+            asked = true;
+            let answer = parent_request(uds, port, "{\"version\":1,\"command\":\"poweroff\"}");
+            if let Ok(mut l) = lines.lock() {
+                l.push(format!("poweroff: {answer}"));
+            }
+        }
+        line.clear();
+    }
+}
+
+/// One request on a new connection through the hybrid socket; the first
+/// answer line (or what went wrong).
+pub fn parent_request(uds: &Path, port: u32, request: &str) -> String {
+    use std::io::BufRead;
+    let run = || -> std::io::Result<String> {
+        let mut stream = std::os::unix::net::UnixStream::connect(uds)?;
+        stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
+        let mut reader = std::io::BufReader::new(stream.try_clone()?);
+        let mut ok = String::new();
+        reader.read_line(&mut ok)?;
+        if !ok.starts_with("OK") {
+            return Ok(format!("connect: {}", ok.trim()));
+        }
+        stream.write_all(format!("{request}\n").as_bytes())?;
+        let mut answer = String::new();
+        reader.read_line(&mut answer)?;
+        Ok(answer.trim_end().to_string())
+    };
+    run().unwrap_or_else(|e| format!("error: {e}"))
+}
+
 fn boot_once(
     machine: &Machine,
     vhost: &Path,
@@ -301,6 +453,11 @@ fn boot_once(
                 }
             }
         });
+    }
+    let parent_lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    if let Some(watch) = opts.parent.clone() {
+        let (console, lines, uds) = (console.clone(), parent_lines.clone(), uds.clone());
+        std::thread::spawn(move || watch_parent_channel(&uds, &watch, &console, &lines, start));
     }
     let mut qemu = qemu_command(machine, &vhu, opts);
     qemu.stdin(Stdio::null())
@@ -375,7 +532,9 @@ fn boot_once(
         console.push_str(&format!("\n[qemu stderr] {}\n", qemu_errors.trim()));
     }
     let heartbeat = heartbeat.lock().ok().and_then(|h| h.clone());
+    let parent = parent_lines.lock().map(|l| l.clone()).unwrap_or_default();
     Ok(Outcome {
+        parent,
         console,
         status,
         timed_out,

@@ -1013,3 +1013,102 @@ fn without_a_cpu_rng_the_nsms_hwrng_readies_the_pool_before_any_service() {
         "the enclave did not end with a machine restart"
     );
 }
+
+/// The parent channel on the nitro machine, from the host through
+/// vhost-device-vsock's hybrid socket: the boot report, the services'
+/// states and init's lines; a poweroff the image allows, which stops the
+/// services in order (ExecStop runs); and the end record before the
+/// machine restarts.
+#[test]
+fn the_parent_sees_the_enclave_and_its_end_over_vsock() {
+    let ctx = ctx();
+    let mut image = ctx
+        .image()
+        .service(
+            "app",
+            "ExecStart = [\"/bin/sh\", \"-c\", \"echo app-secret-output; exec sleep 1000\"]\nExecStop = \"/bin/sh -c 'echo app-stopping-cleanly'\"\n",
+        );
+    image.config = ctx.config("[parent]\nallow_poweroff = true\n");
+    let mut o = opts();
+    o.parent = Some(vm::ParentWatch {
+        port: 9001,
+        poweroff_after: Some("\"service\":\"app\",\"state\":\"running\"".into()),
+        echo: false,
+    });
+    let o = ctx.boot("parent", &image, o);
+    let heard = o.parent.join("\n");
+    check!(
+        o,
+        heard.contains("\"event\":\"boot\""),
+        "no boot report on the channel: {heard}"
+    );
+    check!(
+        o,
+        heard.contains("\"nsm\":{") && heard.contains("\"pcrs\""),
+        "the boot report has no NSM: {heard}"
+    );
+    check!(
+        o,
+        heard.contains("poweroff: {\"reply\":\"done\""),
+        "the poweroff was not accepted: {heard}"
+    );
+    check!(
+        o,
+        has(&o, "app-stopping-cleanly"),
+        "ExecStop did not run: a hard stop"
+    );
+    check!(
+        o,
+        heard.contains("\"event\":\"end\"") && heard.contains("the parent asked for it"),
+        "no end record: {heard}"
+    );
+    check!(
+        o,
+        !heard.contains("app-secret-output"),
+        "output not exported reached the parent: {heard}"
+    );
+    check!(
+        o,
+        o.enclave_ended(),
+        "the enclave did not end with a machine restart"
+    );
+}
+
+/// A parent channel for CID 3 (Nitro's parent) refuses the host here,
+/// which vhost-device-vsock shows as CID 2, and says so.
+#[test]
+fn the_parent_channel_accepts_only_its_cid() {
+    let ctx = ctx();
+    let mut image = ctx.image().service(
+        "checker",
+        "ExecStart = [\"/bin/sh\", \"-c\", \"sleep 5; kill -TERM 1\"]\n",
+    );
+    image.config = ctx.config("[parent]\ncid = 3\n");
+    let mut o = opts();
+    o.parent = Some(vm::ParentWatch {
+        port: 9001,
+        poweroff_after: None,
+        echo: false,
+    });
+    let o = ctx.boot("parentcid", &image, o);
+    check!(
+        o,
+        has(
+            &o,
+            "parent channel: refused a connection from CID 2: only CID 3 is accepted"
+        ),
+        "the host's connection was not refused: {:?}",
+        o.parent
+    );
+    check!(
+        o,
+        !o.parent.iter().any(|l| l.contains("\"event\"")),
+        "the host heard events: {:?}",
+        o.parent
+    );
+    check!(
+        o,
+        o.enclave_ended(),
+        "the enclave did not end with a machine restart"
+    );
+}

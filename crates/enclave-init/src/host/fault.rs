@@ -1,6 +1,7 @@
-//! Test-only fault injection, compiled into debug builds only: release
-//! binaries (what ships as `/init`) have no fault points and read no
-//! test variables.
+//! Test-only fault injection, compiled into debug builds only (and into
+//! the release build of `cargo xtask bench`'s parent-channel figures, with
+//! the `test-hooks` feature): release binaries (what ships as `/init`)
+//! have no fault points and read no test variables.
 //!
 //! `ENCLAVE_INIT_FAULTS="point[:detail],..."` makes init panic once at
 //! each listed point (and detail, e.g. a service name): the tests use it
@@ -17,12 +18,15 @@
 //! `ENCLAVE_INIT_TEST_CGROUP_ROOT=DIR` tracks services in cgroups under
 //! DIR in `--no-boot` mode, so that the tests can use a fake hierarchy.
 //!
+//! `ENCLAVE_INIT_TEST_PARENT_SOCKET=PATH` makes the parent channel listen
+//! on a Unix socket instead of vsock.
+//!
 //! `ENCLAVE_INIT_TEST_ENTROPY=DIR` puts the entropy gate of boot mode in
 //! front of `--no-boot`'s services, with `DIR/random` (a FIFO: readable
 //! once the test writes to it) for `/dev/random` and `DIR/rng_current`
 //! for the kernel's.
 
-#[cfg(debug_assertions)]
+#[cfg(any(debug_assertions, feature = "test-hooks"))]
 mod armed {
     use std::sync::Mutex;
 
@@ -71,28 +75,28 @@ mod armed {
     }
 }
 
-#[cfg(debug_assertions)]
+#[cfg(any(debug_assertions, feature = "test-hooks"))]
 pub use armed::{cgroup_root, entropy_dir, parent_socket, point};
 
 /// Release builds: no fault points.
-#[cfg(not(debug_assertions))]
+#[cfg(not(any(debug_assertions, feature = "test-hooks")))]
 #[inline(always)]
 pub fn point(_point: &str, _detail: &str) {}
 
 /// Release builds: no test hierarchy.
-#[cfg(not(debug_assertions))]
+#[cfg(not(any(debug_assertions, feature = "test-hooks")))]
 pub fn cgroup_root() -> Option<std::path::PathBuf> {
     None
 }
 
 /// Release builds: no stand-in entropy gate.
-#[cfg(not(debug_assertions))]
+#[cfg(not(any(debug_assertions, feature = "test-hooks")))]
 pub fn entropy_dir() -> Option<std::path::PathBuf> {
     None
 }
 
 /// Release builds: the parent channel is vsock, always.
-#[cfg(not(debug_assertions))]
+#[cfg(not(any(debug_assertions, feature = "test-hooks")))]
 pub fn parent_socket() -> Option<std::path::PathBuf> {
     None
 }
