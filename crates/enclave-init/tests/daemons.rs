@@ -359,14 +359,10 @@ fn exec_start_post_and_exec_stop_post_run_with_what_systemd_gives_them() {
     wait_until("up running", || init.status("up")["state"] == "running");
     assert_eq!(init.status("bad")["state"], "failed");
     assert!(init.initctl(&["stop", "up"]).status.success());
+    // (Its order against init's "stopped" is the lifecycle's, tested
+    // there: a service's output and init's own lines are read apart.)
     init.wait_for("post-stop success killed TERM");
     init.wait_for("up: stopped");
-    let lines = init.lines();
-    let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
-    assert!(
-        at("post-stop success killed TERM") < at("up: stopped"),
-        "stopped once ExecStopPost ended"
-    );
 }
 
 // ---- review findings ----

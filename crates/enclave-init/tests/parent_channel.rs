@@ -415,3 +415,113 @@ fn a_stalled_parent_costs_init_nothing_and_is_told_what_it_missed() {
     }
     assert!(dropped.is_some_and(|n| n > 0), "no dropped notice");
 }
+
+// ---- review findings ----
+
+#[test]
+fn review1_a_caught_up_follower_costs_no_wakeups() {
+    let b = Builder::new("parentidle")
+        .how(common::As::Subreaper)
+        .service(
+            "app",
+            "ExecStart = \"sh -c 'echo one; exec sleep 100000'\"\n",
+        );
+    let (init, socket) = with_parent(b, "logs = [\"app\"]\n");
+    init.wait_for("one");
+    let mut follow = Stream::open(
+        &socket,
+        r#"{"version":1,"command":"logs","name":"app","follow":true}"#,
+    );
+    follow.until("the line", |v| v["line"]["text"] == "one");
+    let pid = init.init_pid();
+    let switches = || -> u64 {
+        ["voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"]
+            .iter()
+            .map(|k| common::status_field(pid, k).parse::<u64>().unwrap())
+            .sum()
+    };
+    common::wait_in_epoll(pid);
+    let before = switches();
+    // A measurement window, not a synchronisation: nothing should happen.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = switches();
+    assert!(after - before <= 2, "init woke up {} times", after - before);
+}
+
+#[test]
+fn review3_a_client_that_closes_its_side_still_gets_its_stream() {
+    let b = Builder::new("parenthalf").service("s", SLEEPER);
+    let (init, socket) = with_parent(b, "");
+    init.wait_for("s: started");
+    let mut stream = UnixStream::connect(&socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"{\"version\":1,\"command\":\"events\"}\n")
+        .unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    init.wait_socket();
+    assert!(init.initctl(&["stop", "s"]).status.success());
+    let mut lines = BufReader::new(stream).lines();
+    let stopped = lines.any(|l| {
+        l.is_ok_and(|l| l.contains("\"service\":\"s\"") && l.contains("\"state\":\"stopped\""))
+    });
+    assert!(stopped, "the stream ended at the half-close");
+}
+
+#[test]
+fn review4_a_client_that_talks_after_its_request_is_cut_off() {
+    let b = Builder::new("parenttalk").service("s", SLEEPER);
+    let (init, socket) = with_parent(b, "");
+    init.wait_for("s: started");
+    let mut stream = UnixStream::connect(&socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"{\"version\":1,\"command\":\"wait\"}\nmore and more\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let n = stream.read_to_end(&mut rest).unwrap();
+    assert_eq!(n, 0, "closed, not read forever");
+}
+
+#[test]
+fn review5_the_last_changes_and_lines_go_before_the_end_record() {
+    let b = Builder::new("parentlast");
+    let go = b.dir().join("go");
+    let b = b.service(
+        "app",
+        &format!(
+            "ExecStart = \"sh -c 'while [ ! -e {} ]; do sleep 0.02; done; echo last-words; exit 3'\"\nFailureAction = \"exit\"\n",
+            go.display()
+        ),
+    );
+    let (mut init, socket) = with_parent(b, "logs = [\"app\"]\n[log]\nlevel = \"debug\"\n");
+    let mut events = Stream::open(&socket, r#"{"version":1,"command":"events"}"#);
+    init.wait_for("parent channel: serving events");
+    std::fs::write(&go, "").unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let v = events
+            .next()
+            .expect("the stream ended before the end record");
+        if event(&v)["event"] == "end" {
+            break;
+        }
+        seen.push(v);
+    }
+    assert!(
+        seen.iter()
+            .any(|v| event(v)["service"] == "app" && event(v)["state"] == "failed"),
+        "the failure before the end: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|v| event(v)["line"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("shutting down"))),
+        "init's last lines before the end"
+    );
+    assert_eq!(init.wait_exit().code(), Some(3));
+}

@@ -5,9 +5,12 @@
 //! client first writes `CONNECT PORT\n` and reads `OK ...`.
 //!
 //! Exit status: 0 done; 1 refused or failed; 2 usage; 3 cannot connect;
-//! 4 the connection was lost before the end record (`wait`, `events`);
-//! after an end record, `wait` exits with the status of the service that
-//! ended the enclave (0 when none did).
+//! 124 the connection ended before its answer (`list`, `status`, `logs`:
+//! before the reply or `end`; `wait`, `events`: before the end record).
+//! After an end record, `wait` and `events` exit with the status of the
+//! service that ended the enclave (0 when none did); scripts that must
+//! tell a service's 1, 2, 3 or 124 from initctl's read the end record
+//! (`--json`) or stderr.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -20,8 +23,9 @@ use initctl_proto::{self as proto, Response};
 use crate::{fail, print_response, Failure};
 
 pub const DEFAULT_PORT: u32 = 9001;
-/// `wait` and `events`: the connection ended without an end record.
-pub const LOST: u8 = 4;
+/// The connection ended before its answer (like timeout(1)'s 124: not a
+/// status a service commonly uses).
+pub const LOST: u8 = 124;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
@@ -112,7 +116,6 @@ fn connect(address: &Address) -> Result<std::fs::File, String> {
 
 /// Sends `command` and prints what comes back.
 pub fn run(address: &Address, command: Command, json: bool) -> Result<(), Failure> {
-    let waits = matches!(command, Command::Wait | Command::Events);
     let mut stream = connect(address).map_err(|e| fail(3, e))?;
     let request = Request {
         version: parent::VERSION,
@@ -126,16 +129,14 @@ pub fn run(address: &Address, command: Command, json: bool) -> Result<(), Failur
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
-            Ok(0) if waits => {
+            Ok(0) => {
                 return Err(fail(
                     LOST,
-                    "the connection was lost before the enclave said how it ended",
+                    "the connection ended before the enclave's whole answer",
                 ))
             }
-            Ok(0) => return Ok(()),
             Ok(_) => {}
-            Err(e) if waits => return Err(fail(LOST, format!("the connection was lost: {e}"))),
-            Err(e) => return Err(fail(3, format!("reading the enclave's answer: {e}"))),
+            Err(e) => return Err(fail(LOST, format!("the connection was lost: {e}"))),
         }
         let response: Response = serde_json::from_str(&line)
             .map_err(|e| fail(1, format!("unreadable answer from the enclave: {e}")))?;

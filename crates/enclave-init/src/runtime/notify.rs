@@ -119,7 +119,9 @@ impl Drop for NotifySocket {
 }
 
 /// `KEY=VALUE` lines (sd_notify's format). Empty lines are skipped; a line
-/// without `=` or text that is not UTF-8 makes the message garbage.
+/// without `=` or text that is not UTF-8 makes the message garbage. The
+/// error never repeats the message's text: init's own lines may reach the
+/// parent channel, and what a service sends is its own business.
 pub fn parse(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "message is not UTF-8".to_string())?;
     let mut out = Vec::new();
@@ -128,8 +130,12 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
             Some((k, v)) if !k.is_empty() => out.push((k.to_string(), v.to_string())),
             _ => {
                 return Err(format!(
-                    "not a KEY=VALUE line: {:?}",
-                    crate::model::text::printable(line.as_bytes())
+                    "line {} is not KEY=VALUE ({} bytes)",
+                    text.split('\n')
+                        .filter(|l| !l.is_empty())
+                        .position(|l| l == line)
+                        .map_or(0, |i| i + 1),
+                    line.len()
                 ))
             }
         }
@@ -159,9 +165,12 @@ mod tests {
         );
         assert_eq!(
             parse(b"garbage").unwrap_err(),
-            "not a KEY=VALUE line: \"garbage\""
+            "line 1 is not KEY=VALUE (7 bytes)"
         );
-        assert_eq!(parse(b"=x").unwrap_err(), "not a KEY=VALUE line: \"=x\"");
+        assert_eq!(
+            parse(b"=x").unwrap_err(),
+            "line 1 is not KEY=VALUE (2 bytes)"
+        );
         assert_eq!(parse(b"\xff\xfe").unwrap_err(), "message is not UTF-8");
         assert_eq!(parse(b"").unwrap_err(), "empty message");
         assert_eq!(parse(b"\n\n").unwrap_err(), "empty message");

@@ -9,6 +9,22 @@ use super::*;
 use crate::engine::lifecycle::Notice;
 use crate::model::spec::NotifyAccess;
 
+/// A notify field's text in init's own lines (which the parent channel may
+/// carry): shown only when it is short and plain (`MAINPID` values, key
+/// names), never a service's arbitrary text.
+fn shown(text: &str) -> &str {
+    let plain = !text.is_empty()
+        && text.len() <= 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        text
+    } else {
+        "(not shown)"
+    }
+}
+
 impl Engine {
     pub(super) fn notify(
         &mut self,
@@ -62,7 +78,10 @@ impl Engine {
                     Err(reason) => {
                         out.push(Effect::Log(
                             Level::Warn,
-                            format!("{name}: ignoring MAINPID={value} from pid {pid}: {reason}"),
+                            format!(
+                                "{name}: ignoring MAINPID={} from pid {pid}: {reason}",
+                                shown(&value)
+                            ),
                         ));
                         continue;
                     }
@@ -78,7 +97,7 @@ impl Engine {
                 _ => {
                     out.push(Effect::Log(
                         Level::Debug,
-                        format!("{name}: notify: ignoring {key}"),
+                        format!("{name}: notify: ignoring {}", shown(&key)),
                     ));
                     continue;
                 }

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -84,7 +84,12 @@ struct Client {
     /// Items not sent for lack of room, told to the client when it reads.
     dropped: u64,
     idle_until: Option<Instant>,
-    watching_output: bool,
+    /// The epoll interest last set (`None`: none yet beyond the first).
+    interest: EpollFlags,
+    /// The client closed its side (after its request): no more reading.
+    read_closed: bool,
+    /// A `logs` client has lines left that did not fit its backlog.
+    more_logs: bool,
 }
 
 /// What the loop must do for the parent.
@@ -164,6 +169,9 @@ impl Server {
             let mut file = File::from(fd);
             if let Some(cid) = cid.filter(|c| *c != self.config.cid) {
                 let only = self.config.cid;
+                let _ = file.write_all(&proto::encode(&Response::Error {
+                    message: format!("refused: CID {cid} may not connect"),
+                }));
                 self.warn(&format!(
                     "refused a connection from CID {cid}: only CID {only} is accepted"
                 ));
@@ -193,7 +201,9 @@ impl Server {
                     serving: Serving::Request,
                     dropped: 0,
                     idle_until: Instant::now().checked_add(IDLE_TIMEOUT),
-                    watching_output: false,
+                    interest: EpollFlags::EPOLLIN,
+                    read_closed: false,
+                    more_logs: false,
                 },
             );
         }
@@ -212,25 +222,38 @@ impl Server {
             self.flush(token, epoll);
         }
         let client = self.clients.get_mut(&token)?;
-        let mut gone = flags.intersects(EpollFlags::EPOLLERR);
+        let mut gone = flags.intersects(EpollFlags::EPOLLERR)
+            || (flags.contains(EpollFlags::EPOLLHUP) && client.read_closed);
         let mut line = None;
-        if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP) {
+        if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP) && !client.read_closed {
             let mut buf = [0u8; 2048];
             for _ in 0..4 {
                 match client.file.read(&mut buf) {
-                    Ok(0) => {
+                    // Before its request: gone. After it: the client only
+                    // closed its side (it still reads what comes).
+                    Ok(0) if matches!(client.serving, Serving::Request) => {
                         gone = true;
                         break;
                     }
-                    // After its request a client has nothing to say:
-                    // whatever it sends is read and dropped.
-                    Ok(_) if !matches!(client.serving, Serving::Request) => {}
+                    Ok(0) => {
+                        client.read_closed = true;
+                        break;
+                    }
+                    // After its request a client has nothing to say: one
+                    // that talks on is cut off rather than read forever.
+                    Ok(_) if !matches!(client.serving, Serving::Request) => {
+                        gone = true;
+                        break;
+                    }
                     Ok(n) => {
                         client
                             .input
                             .extend_from_slice(buf.get(..n).unwrap_or_default());
                         if let Some(end) = client.input.iter().position(|b| *b == b'\n') {
                             line = Some(client.input.get(..end).unwrap_or_default().to_vec());
+                            // One request per connection: more after it is
+                            // a client that talks on (cut off below).
+                            gone = client.input.len() > end + 1;
                             client.input.clear();
                             break;
                         }
@@ -481,18 +504,23 @@ impl Server {
             *next = ring.first_seq();
         }
         let last = until.unwrap_or(u64::MAX).min(ring.total());
-        while *next < last && c.output.len() + RESERVE < MAX_BACKLOG {
+        'fill: while *next < last && c.output.len() + RESERVE < MAX_BACKLOG {
             let max = CHUNK_LINES.min(usize::try_from(last - *next).unwrap_or(CHUNK_LINES));
             let (lines, _) = ring.range(*next, max);
             if lines.is_empty() {
                 break;
             }
             for line in lines {
+                // Room is checked for each line: one can be kilobytes.
+                if c.output.len() + RESERVE >= MAX_BACKLOG {
+                    break 'fill;
+                }
                 c.output
                     .extend(proto::encode(&Response::Line { line: entry(line) }));
                 *next += 1;
             }
         }
+        c.more_logs = *next < last;
         if c.dropped > 0 {
             let count = std::mem::take(&mut c.dropped);
             c.output.extend(proto::encode(&Response::Event {
@@ -534,17 +562,20 @@ impl Server {
             self.close(token, epoll);
             return;
         }
-        let more_logs = matches!(c.serving, Serving::Logs { .. });
-        let want_out = !c.output.is_empty() || more_logs;
-        if want_out != c.watching_output {
-            let flags = if want_out {
-                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
-            } else {
-                EpollFlags::EPOLLIN
-            };
+        // Writable matters only while something waits to be written (a
+        // caught-up follower has nothing: watching then would spin).
+        let want_out = !c.output.is_empty() || c.more_logs;
+        let mut flags = EpollFlags::empty();
+        if want_out {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        if !c.read_closed {
+            flags |= EpollFlags::EPOLLIN;
+        }
+        if flags != c.interest {
             let mut event = EpollEvent::new(flags, token);
             if epoll.modify(c.file.as_fd(), &mut event).is_ok() {
-                c.watching_output = want_out;
+                c.interest = flags;
             }
         }
     }
@@ -552,6 +583,14 @@ impl Server {
     fn close(&mut self, token: Token, epoll: &Epoll) {
         if let Some(c) = self.clients.remove(&token) {
             let _ = epoll.delete(c.file.as_fd());
+        }
+    }
+
+    /// Closes every client (after an internal error).
+    pub fn drop_clients(&mut self, epoll: &Epoll) {
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        for token in tokens {
+            self.close(token, epoll);
         }
     }
 
@@ -579,59 +618,6 @@ impl Server {
         for token in idle {
             self.close(token, epoll);
         }
-    }
-
-    /// The enclave ends: every client gets the end record, written within
-    /// [`END_WAIT`] at most, then the connections close.
-    pub fn end(&mut self, ending: Ending, cause: Option<&EndCause>) {
-        let record = end_record(ending, cause);
-        let event = proto::encode(&Response::Event {
-            event: Event::End { end: record },
-        });
-        for c in self.clients.values_mut() {
-            c.output.extend(event.iter().copied());
-        }
-        let deadline = Instant::now() + END_WAIT;
-        loop {
-            let mut pending: Vec<&mut Client> = self
-                .clients
-                .values_mut()
-                .filter(|c| !c.output.is_empty())
-                .collect();
-            let left = deadline.saturating_duration_since(Instant::now());
-            if pending.is_empty() || left.is_zero() {
-                break;
-            }
-            let mut fds: Vec<libc::pollfd> = pending
-                .iter()
-                .map(|c| libc::pollfd {
-                    fd: c.file.as_raw_fd(),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                })
-                .collect();
-            if crate::sys::poll(&mut fds, left).is_err() {
-                break;
-            }
-            for (c, pfd) in pending.iter_mut().zip(&fds) {
-                if pfd.revents == 0 {
-                    continue;
-                }
-                if pfd.revents & libc::POLLOUT == 0 {
-                    c.output.clear();
-                    continue;
-                }
-                let (head, _) = c.output.as_slices();
-                match c.file.write(head) {
-                    Ok(n) => {
-                        c.output.drain(..n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => c.output.clear(),
-                }
-            }
-        }
-        self.clients.clear();
     }
 }
 
@@ -702,102 +688,5 @@ fn end_record(ending: Ending, cause: Option<&EndCause>) -> EndRecord {
     }
 }
 
-// ---- the loop's side ----
-
-impl super::Supervisor {
-    /// Listens when the image's config has `[parent]`; a failure is logged
-    /// and init goes on without the channel.
-    pub(super) fn open_parent_channel(&mut self) {
-        let Some(config) = self.settings.config.parent.clone() else {
-            return;
-        };
-        let unix = crate::host::fault::parent_socket();
-        match Server::bind(&config, unix.as_deref(), super::TOKEN_PARENT_CLIENT) {
-            Ok(server)
-                if self.watch(server.listener_fd(), super::TOKEN_PARENT, "parent channel") =>
-            {
-                let exported = match &config.logs {
-                    crate::model::config::Exported::All => "all".to_string(),
-                    crate::model::config::Exported::Only(names) if names.is_empty() => {
-                        "none".to_string()
-                    }
-                    crate::model::config::Exported::Only(names) => names.join(", "),
-                };
-                console::log(
-                    Level::Info,
-                    &format!(
-                        "parent channel: vsock port {} for CID {}; logs exported: {exported}; poweroff {}",
-                        config.port,
-                        config.cid,
-                        if config.allow_poweroff { "allowed" } else { "refused" }
-                    ),
-                );
-                self.parent = Some(server);
-            }
-            Ok(_) => {}
-            Err(e) => console::log(
-                Level::Error,
-                &format!(
-                    "parent channel: vsock port {}: {e}; the parent will not see this enclave",
-                    config.port
-                ),
-            ),
-        }
-    }
-
-    /// Runs `f` with the parent server taken out of the supervisor, and
-    /// always puts it back, panic or not.
-    fn with_parent(&mut self, f: impl FnOnce(&mut Server, &mut Self)) {
-        let Some(mut server) = self.parent.take() else {
-            return;
-        };
-        let result = crate::host::panics::catch(|| f(&mut server, self));
-        self.parent = Some(server);
-        if let Err(text) = result {
-            console::log(
-                Level::Error,
-                &format!("internal error while serving the parent channel: {text}; carrying on"),
-            );
-            self.recovering = true;
-        }
-    }
-
-    pub(super) fn on_parent_accept(&mut self) {
-        self.with_parent(|p, s| p.accept(&s.epoll));
-    }
-
-    pub(super) fn on_parent_client(&mut self, token: Token, flags: EpollFlags) {
-        let mut ask = None;
-        self.with_parent(|p, s| ask = p.on_client_event(token, flags, &s.view(), &s.epoll));
-        if ask == Some(Ask::Poweroff) {
-            let ending = match self.settings.mode {
-                crate::model::Mode::Boot => Ending::Poweroff,
-                crate::model::Mode::NoBoot => Ending::Exit(0),
-            };
-            self.feed(crate::engine::orchestrator::Input::Shutdown {
-                ending,
-                reason: "the parent asked for it (allow_poweroff)".into(),
-            });
-        }
-    }
-
-    /// After each turn: what changed, to the parent's clients.
-    pub(super) fn observe_for_parent(&mut self) {
-        self.with_parent(|p, s| p.observe(&s.view(), &s.epoll));
-    }
-
-    pub(super) fn parent_deadline(&self) -> Option<Instant> {
-        self.parent.as_ref().and_then(Server::deadline)
-    }
-
-    pub(super) fn parent_on_deadline(&mut self, now: Instant) {
-        self.with_parent(|p, s| p.on_deadline(now, &s.epoll));
-    }
-
-    /// The end record to every client, before init ends.
-    pub(super) fn tell_parent_the_end(&mut self, ending: Ending) {
-        if let Some(p) = self.parent.as_mut() {
-            p.end(ending, self.engine.end_cause());
-        }
-    }
-}
+mod end;
+mod glue;
