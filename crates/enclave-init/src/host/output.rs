@@ -154,6 +154,9 @@ struct Record {
     time: SystemTime,
     pid: i32,
     len: u32,
+    /// Where its text starts, counted over every byte ever kept: a read
+    /// from any line finds its text at once, however long the ring.
+    start: u64,
 }
 
 /// The newest lines of one service, at most `cap` bytes: their text in one
@@ -166,6 +169,8 @@ pub struct LogRing {
     cap: usize,
     /// Every line ever pushed: lets `--follow` readers resume by number.
     total: u64,
+    /// Bytes evicted so far: where `text` starts, in `Record::start` terms.
+    base: u64,
 }
 
 /// What a line costs in the ring beyond its text.
@@ -178,6 +183,7 @@ impl LogRing {
             records: VecDeque::new(),
             cap,
             total: 0,
+            base: 0,
         }
     }
 
@@ -194,6 +200,7 @@ impl LogRing {
     pub fn push(&mut self, time: SystemTime, pid: i32, text: &[u8]) {
         self.total += 1;
         let Some(room) = self.cap.checked_sub(LINE_OVERHEAD) else {
+            self.base += self.text.len() as u64;
             self.text.clear();
             self.records.clear();
             return;
@@ -201,11 +208,13 @@ impl LogRing {
         let text = text.get(..char_floor(text, room)).unwrap_or_default();
         let size = text.len() + LINE_OVERHEAD;
         while self.bytes() + size > self.cap && self.pop_front() {}
+        let start = self.base + self.text.len() as u64;
         self.text.extend(text);
         self.records.push_back(Record {
             time,
             pid,
             len: text.len() as u32,
+            start,
         });
     }
 
@@ -215,6 +224,7 @@ impl LogRing {
         };
         let len = (old.len as usize).min(self.text.len());
         self.text.drain(..len);
+        self.base += len as u64;
         true
     }
 
@@ -246,17 +256,16 @@ impl LogRing {
 
     /// At most `max` kept lines from the `skip`th on.
     fn lines_from(&self, skip: usize, max: usize) -> Vec<LogLine> {
-        let mut start: usize = self.records.iter().take(skip).map(|r| r.len as usize).sum();
         self.records
-            .iter()
-            .skip(skip)
+            .range(skip.min(self.records.len())..)
             .take(max)
             .map(|r| {
                 // Records and text always agree; clamped all the same, as
                 // `range` would panic past the end.
-                let end = (start + r.len as usize).min(self.text.len());
+                let start =
+                    usize::try_from(r.start.saturating_sub(self.base)).unwrap_or(usize::MAX);
+                let end = start.saturating_add(r.len as usize).min(self.text.len());
                 let bytes: Vec<u8> = self.text.range(start.min(end)..end).copied().collect();
-                start = end;
                 LogLine {
                     time: r.time,
                     pid: r.pid,
