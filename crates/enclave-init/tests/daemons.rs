@@ -246,7 +246,7 @@ fn the_watchdog_restarts_a_service_that_stops_pinging() {
     let init = Builder::new("watchdog").service("w", &unit).start();
     init.wait_for("usec=1000000");
     init.wait_for("stopped-pinging");
-    init.wait_for("w: watchdog timeout: sending SIGABRT to the main process");
+    init.wait_for("w: watchdog timeout: sending SIGABRT to its processes");
     init.wait_for("w: main process killed by SIGABRT");
     init.wait_for("w: restarting in");
     init.wait_count("usec=1000000", 2);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::spec::*;
-use crate::parse::diag::Diagnostic;
+use crate::parse::diag::{Diagnostic, Severity};
 use crate::parse::toml_keys;
 use crate::parse::words;
 
@@ -217,7 +217,9 @@ impl<'a> Builder<'a> {
             && self
                 .diags
                 .iter()
-                .all(|d| d.key.as_deref() != Some("ExecStart"))
+                // An invalid ExecStart was said already; a warning about
+                // one (a misspelt section) is no command.
+                .all(|d| d.key.as_deref() != Some("ExecStart") || d.severity != Severity::Error)
         {
             errors.push((
                 None,
@@ -645,7 +647,7 @@ fn service_names(value: &toml::Value) -> Result<Vec<String>, String> {
 }
 
 /// Two key names one typo apart (a swap, an extra, a missing or a wrong letter).
-fn similar(a: &str, b: &str) -> bool {
+pub(super) fn similar(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len().abs_diff(b.len()) > 1 {
         return false;

@@ -32,18 +32,21 @@ pub struct Assignment {
 }
 
 /// Whether `text` is in systemd's syntax: its first line that is neither
-/// blank nor a comment is `[Unit]`, `[Service]` or `[Install]`.
+/// blank nor a comment opens a section (`[Unit]`, `[Service]`,
+/// `[Install]`, or a misspelt one, which is then reported as such: a TOML
+/// service file has no sections).
 pub fn is_unit_syntax(text: &str) -> bool {
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
-        .is_some_and(|l| matches!(l, "[Unit]" | "[Service]" | "[Install]"))
+        .is_some_and(|l| l.starts_with('['))
 }
 
-/// Splits a unit file into its assignments, in order. The error is a
-/// line and a reason.
-pub fn lex(text: &str) -> Result<Vec<Assignment>, (usize, String)> {
+/// Splits a unit file into its assignments, in order, and every line that
+/// is not one (its number and why): the rest is still read.
+pub fn lex_all(text: &str) -> (Vec<Assignment>, Vec<(usize, String)>) {
     let mut out = Vec::new();
+    let mut errors = Vec::new();
     let mut section: Option<String> = None;
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
     while let Some((number, raw)) = lines.next() {
@@ -73,22 +76,29 @@ pub fn lex(text: &str) -> Result<Vec<Assignment>, (usize, String)> {
                 Some(name) if !name.is_empty() && !name.contains(['[', ']']) => {
                     section = Some(name.to_string());
                 }
-                _ => return Err((number, format!("invalid section header {line:?}"))),
+                _ => {
+                    errors.push((number, format!("invalid section header {line:?}")));
+                    // Its keys are not this section's: skipped with it.
+                    section = Some(String::new());
+                }
             }
             continue;
         }
         let Some(section) = &section else {
-            return Err((
+            errors.push((
                 number,
                 "an assignment before the first [section]".to_string(),
             ));
+            continue;
         };
         let Some((key, value)) = line.split_once('=') else {
-            return Err((number, format!("expected Key=value, found {line:?}")));
+            errors.push((number, format!("expected Key=value, found {line:?}")));
+            continue;
         };
         let key = key.trim();
         if key.is_empty() || key.contains(char::is_whitespace) {
-            return Err((number, format!("invalid key {key:?}")));
+            errors.push((number, format!("invalid key {key:?}")));
+            continue;
         }
         out.push(Assignment {
             section: section.clone(),
@@ -97,7 +107,17 @@ pub fn lex(text: &str) -> Result<Vec<Assignment>, (usize, String)> {
             line: number,
         });
     }
-    Ok(out)
+    (out, errors)
+}
+
+/// Splits a unit file into its assignments, in order; the first error (a
+/// line and a reason), if any.
+pub fn lex(text: &str) -> Result<Vec<Assignment>, (usize, String)> {
+    let (out, errors) = lex_all(text);
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// What the file's name says: `name@inst` is an instance of `name@`.
@@ -449,13 +469,12 @@ const UNIT_KEYS: &[(&str, Kind)] = &[
 /// `.service`; `prefix@instance` for an instance of a template).
 pub fn parse(path: &Path, name: &str, text: &str) -> (Result<ServiceSpec, ()>, Vec<Diagnostic>) {
     let mut b = Builder::new(path, name);
-    let assignments = match lex(text) {
-        Ok(a) => a,
-        Err((line, reason)) => {
-            b.error(Some(line), None, reason);
-            return b.abandon();
-        }
-    };
+    // Every line that is not an assignment is reported, and the others
+    // still read, so that one pass shows every mistake.
+    let (assignments, errors) = lex_all(text);
+    for (line, reason) in errors {
+        b.error(Some(line), None, reason);
+    }
     let unit = UnitName::new(name);
     if unit.instance == Some("") {
         b.error(
@@ -484,13 +503,19 @@ pub fn parse(path: &Path, name: &str, text: &str) -> (Result<ServiceSpec, ()>, V
             "Service" => SERVICE_KEYS,
             "Unit" => UNIT_KEYS,
             // Enabling is having the file in the directory: nothing to do.
-            "Install" => continue,
+            // "": after an invalid header, already reported.
+            "Install" | "" => continue,
             s if s.starts_with("X-") => continue,
             s => {
+                let hint = ["Unit", "Service", "Install"]
+                    .iter()
+                    .find(|k| k.eq_ignore_ascii_case(s) || crate::parse::service::similar(k, s))
+                    .map(|k| format!(" (did you mean [{k}]?)"))
+                    .unwrap_or_default();
                 warn_once(
                     &mut b,
                     a,
-                    format!("section [{s}] is not read here, key ignored"),
+                    format!("section [{s}] is not read here, key ignored{hint}"),
                 );
                 continue;
             }

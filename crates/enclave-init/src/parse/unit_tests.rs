@@ -26,8 +26,8 @@ fn recognises_the_syntax_by_its_first_section() {
         ),
         ("[Install]\n", true),
         ("ExecStart = \"/bin/true\"\n", false),
-        ("[service]\n", false),
-        ("[Other]\n", false),
+        ("[service]\n", true),
+        ("[Other]\n", true),
         ("", false),
     ] {
         assert_eq!(is_unit_syntax(text), want, "{text:?}");
@@ -378,4 +378,43 @@ fn review15_long_continuations_and_many_unknown_keys_read_in_linear_time() {
     let s = s.unwrap();
     assert_eq!(s.environment.len(), 2);
     assert_eq!(diags.len(), 100_000);
+}
+
+// ---- a new user's findings ----
+
+#[test]
+fn every_mistake_of_a_file_is_reported_in_one_pass() {
+    let (spec, diags) = load(
+        "x",
+        "[Service]\nExecStart=/bin/a\nNotARealKey\nEnvironment=NOEQUALS\nLimitNOFILE=lots\n",
+    );
+    assert!(spec.is_err());
+    for want in [
+        "/service/x.service:3: expected Key=value, found \"NotARealKey\"",
+        "/service/x.service:4: key Environment: ",
+        "/service/x.service:5: key LimitNOFILE: ",
+    ] {
+        assert!(
+            diags.iter().any(|d| d.starts_with(want)),
+            "{want}: {diags:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_misspelt_section_is_named_with_a_hint() {
+    let (spec, diags) = load("x", "[Servce]\nExecStart=/bin/a\n");
+    assert!(spec.is_err());
+    assert!(
+        diags.iter().any(|d| d
+            == "/service/x.service:2: key ExecStart: section [Servce] is not read here, key ignored (did you mean [Service]?)"),
+        "{diags:#?}"
+    );
+    let (_, diags) = load("x", "[Service\nExecStart=/bin/a\n");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d == "/service/x.service:1: invalid section header \"[Service\""),
+        "{diags:#?}"
+    );
 }

@@ -349,6 +349,9 @@ impl Supervisor {
         if std::mem::take(&mut self.check_children) {
             self.guard("reaping", Self::reap);
         }
+        // Before the answers and the end: what it finds may settle a
+        // service someone waits for, or end init.
+        self.guard("groups", Self::check_groups);
         if let Some(ending) = self.finished.take() {
             let told = ending.clone();
             self.guard("the end record", |s| s.tell_parent_the_end(told));
@@ -361,7 +364,6 @@ impl Supervisor {
                 }
             })
         });
-        self.guard("groups", Self::check_groups);
         self.guard("parent channel", Self::observe_for_parent);
         self.guard("console", Self::flush_console);
         self.arm_timer();

@@ -116,10 +116,15 @@ impl Life {
         };
         self.kill_control(out);
         self.watchdog_due = None;
+        let whom = if spec.kill_mode == KillMode::ControlGroup {
+            "its processes"
+        } else {
+            "the main process"
+        };
         out.push(Action::Log(
             Level::Error,
             format!(
-                "watchdog timeout: sending {} to the main process",
+                "watchdog timeout: sending {} to {whom}",
                 signal_name(spec.watchdog_signal)
             ),
         ));

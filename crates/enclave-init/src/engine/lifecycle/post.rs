@@ -83,11 +83,12 @@ impl Life {
             .is_some_and(|c| c.ignore_failure);
         match failure {
             Some(failure) if !ignore => {
-                out.push(Action::Log(
-                    Level::Error,
-                    format!("ExecStartPost {} {}", index + 1, failure.describe()),
-                ));
-                self.fail_start(spec, main, failure, now, out);
+                // The start's failure is the command's, named as such (not
+                // the main process's exit).
+                let reason = format!("ExecStartPost {} {}", index + 1, failure.describe());
+                out.push(Action::Log(Level::Error, reason.clone()));
+                let status = failure.status();
+                self.fail_start(spec, main, Failure::Spawn { reason, status }, now, out);
             }
             _ if index + 1 < spec.exec_start_post.len() => {
                 self.start_post(index + 1, main, deadline, now, out)

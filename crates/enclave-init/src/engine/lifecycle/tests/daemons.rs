@@ -265,7 +265,7 @@ fn the_watchdog_fires_without_pings_and_restart_on_watchdog_restarts() {
     let a = life.handle(&s, Event::Deadline, at(900));
     assert_eq!(
         logs(&a),
-        ["watchdog timeout: sending SIGABRT to the main process"]
+        ["watchdog timeout: sending SIGABRT to its processes"]
     );
     assert_eq!(
         effects(&a),

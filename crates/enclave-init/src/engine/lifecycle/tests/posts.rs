@@ -64,7 +64,9 @@ fn a_failing_exec_start_post_stops_the_main_process_and_fails() {
     life.handle(&s, Event::Spawned { pid: 30 }, at(4));
     life.handle(&s, exited(30, 0), at(5));
     match &life.state {
-        State::Failed { reason } => assert_eq!(reason.describe(), "exited with status 2"),
+        State::Failed { reason } => {
+            assert_eq!(reason.describe(), "ExecStartPost 1 exited with status 2")
+        }
         other => panic!("{other:?}"),
     }
 }
