@@ -242,22 +242,32 @@ pub enum Response {
 
 /// Parses one request line. Never panics; the error says what is wrong.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
-    if line.len() > MAX_REQUEST {
-        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    let value = versioned_json(line, MAX_REQUEST, VERSION, "init")?;
+    serde_json::from_value(value).map_err(|e| format!("invalid request: {e}"))
+}
+
+/// One request line of at most `max` bytes, as JSON whose `version` is
+/// `version` (what `speaker` speaks, for the error); the checks both
+/// protocols make before they read a command.
+fn versioned_json(
+    line: &[u8],
+    max: usize,
+    version: u32,
+    speaker: &str,
+) -> Result<serde_json::Value, String> {
+    if line.len() > max {
+        return Err(format!("request longer than {max} bytes"));
     }
     let text = std::str::from_utf8(line).map_err(|_| "request is not UTF-8".to_string())?;
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("request is not JSON: {e}"))?;
     match value.get("version").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(VERSION) => {}
-        Some(v) => {
-            return Err(format!(
-                "protocol version {v} is not supported; init speaks version {VERSION}"
-            ))
-        }
-        None => return Err("request has no protocol version".into()),
+        Some(v) if v == u64::from(version) => Ok(value),
+        Some(v) => Err(format!(
+            "protocol version {v} is not supported; {speaker} speaks version {version}"
+        )),
+        None => Err("request has no protocol version".into()),
     }
-    serde_json::from_value(value).map_err(|e| format!("invalid request: {e}"))
 }
 
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {

@@ -105,21 +105,7 @@ pub struct EndRecord {
 /// Parses one request line. Never panics; the error says what is wrong,
 /// and names a command the parent may not use.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
-    if line.len() > MAX_REQUEST {
-        return Err(format!("request longer than {MAX_REQUEST} bytes"));
-    }
-    let text = std::str::from_utf8(line).map_err(|_| "request is not UTF-8".to_string())?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("request is not JSON: {e}"))?;
-    match value.get("version").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(VERSION) => {}
-        Some(v) => {
-            return Err(format!(
-                "protocol version {v} is not supported; the parent channel speaks version {VERSION}"
-            ))
-        }
-        None => return Err("request has no protocol version".into()),
-    }
+    let value = crate::versioned_json(line, MAX_REQUEST, VERSION, "the parent channel")?;
     let command = value
         .get("command")
         .and_then(serde_json::Value::as_str)

@@ -422,52 +422,33 @@ pub fn ensure_musl_target() -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the static, stripped binaries; returns (enclave-init, initctl).
+/// `cargo build --release` for the musl target with `args` in the
+/// workspace; the directory its binaries land in under `target_dir`.
+fn build_static(args: &[&str], target_dir: &Path) -> Result<PathBuf, String> {
+    ensure_musl_target()?;
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--quiet", "--release", "--target", MUSL])
+            .args(args)
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(workspace_root()),
+    )?;
+    Ok(target_dir.join(MUSL).join("release"))
+}
+
 /// enclave-init built as `static_binaries` does, plus the test hooks (the
 /// parent channel on a Unix socket): for the benchmarks of the parent
 /// channel only, in a target directory of its own.
 pub fn hooked_init() -> Result<PathBuf, String> {
-    ensure_musl_target()?;
-    let root = workspace_root();
-    let target = root.join("target/hooked");
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                MUSL,
-                "-p",
-                "enclave-init",
-                "--features",
-                "test-hooks",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .current_dir(&root),
-    )?;
-    Ok(target.join(MUSL).join("release").join("enclave-init"))
+    let target = workspace_root().join("target/hooked");
+    let dir = build_static(&["-p", "enclave-init", "--features", "test-hooks"], &target)?;
+    Ok(dir.join("enclave-init"))
 }
 
+/// Builds the static, stripped binaries; returns (enclave-init, initctl).
 pub fn static_binaries() -> Result<(PathBuf, PathBuf), String> {
-    ensure_musl_target()?;
-    let root = workspace_root();
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                MUSL,
-                "-p",
-                "enclave-init",
-                "-p",
-                "initctl",
-            ])
-            .current_dir(&root),
-    )?;
-    let dir = root.join("target").join(MUSL).join("release");
+    let target = workspace_root().join("target");
+    let dir = build_static(&["-p", "enclave-init", "-p", "initctl"], &target)?;
     Ok((dir.join("enclave-init"), dir.join("initctl")))
 }

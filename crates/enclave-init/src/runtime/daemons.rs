@@ -167,7 +167,8 @@ impl Supervisor {
     }
 
     /// A PID file waited for whose service has nothing left: the start
-    /// failed (no exit will come to say so).
+    /// failed. Called after each batch of exits (the only way something
+    /// can stop being left) and when the file is first looked for.
     pub(super) fn check_pid_files(&mut self) {
         let empty: Vec<(String, Pid)> = self
             .pid_files

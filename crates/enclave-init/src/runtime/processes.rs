@@ -187,6 +187,9 @@ impl Supervisor {
             });
         }
         self.check_groups();
+        // Only an exit can leave a forking start with nothing (its scan of
+        // /proc stays off the loop's every turn).
+        self.check_pid_files();
     }
 
     /// A stopping service whose main process is gone waits for its group
@@ -199,7 +202,6 @@ impl Supervisor {
                 self.feed(Input::GroupEmpty(name));
             }
         }
-        self.check_pid_files();
     }
 
     pub(super) fn signal_remaining(&self, signal: i32) {

@@ -483,27 +483,18 @@ pub fn inherited_signals() -> InheritedSignals {
 
 /// Ignores `signal` (raw, for the child between clone and exec).
 fn set_ignored_disposition(signal: i32) {
-    let action = KernelSigaction {
-        handler: libc::SIG_IGN,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
-    };
-    // SAFETY: as in `set_default_disposition`.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigaction,
-            signal,
-            &action as *const KernelSigaction,
-            std::ptr::null_mut::<KernelSigaction>(),
-            8usize,
-        );
-    }
+    set_disposition(signal, libc::SIG_IGN);
 }
 
 fn set_default_disposition(signal: i32) {
+    set_disposition(signal, libc::SIG_DFL);
+}
+
+/// `rt_sigaction` with `handler` (`SIG_DFL` or `SIG_IGN`), raw: no
+/// allocation, no lock, usable in the child before exec.
+fn set_disposition(signal: i32, handler: libc::sighandler_t) {
     let action = KernelSigaction {
-        handler: libc::SIG_DFL,
+        handler,
         flags: 0,
         restorer: 0,
         mask: 0,

@@ -390,20 +390,9 @@ impl Control {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        while !client.output.is_empty() {
-            let (head, _) = client.output.as_slices();
-            match client.stream.write(head) {
-                Ok(0) => break,
-                Ok(n) => {
-                    client.output.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.close(token, epoll);
-                    return;
-                }
-            }
+        if write_queued(&mut client.stream, &mut client.output).is_err() {
+            self.close(token, epoll);
+            return;
         }
         if client.output.is_empty() && client.closing && !client.streaming() {
             self.close(token, epoll);
@@ -624,6 +613,25 @@ impl Control {
             });
         }
     }
+}
+
+/// Writes what `queue` holds to a non-blocking `out` until it would block
+/// or the queue is empty; the error is the connection's end. Shared by the
+/// control socket's and the parent channel's clients.
+pub fn write_queued(out: &mut impl Write, queue: &mut VecDeque<u8>) -> io::Result<()> {
+    while !queue.is_empty() {
+        let (head, _) = queue.as_slices();
+        match out.write(head) {
+            Ok(0) => break,
+            Ok(n) => {
+                queue.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Tells a connection why it is not served and closes it.

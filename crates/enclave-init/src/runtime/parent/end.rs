@@ -1,7 +1,7 @@
 //! The end record: what the parent hears last, before init restarts the
 //! machine.
 
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -87,16 +87,9 @@ impl Server {
                     continue;
                 }
                 if !c.output.is_empty() {
-                    let (head, _) = c.output.as_slices();
-                    match c.file.write(head) {
-                        Ok(n) => {
-                            c.output.drain(..n);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(_) => {
-                            self.clients.remove(token);
-                            continue;
-                        }
+                    if write_queued(&mut c.file, &mut c.output).is_err() {
+                        self.clients.remove(token);
+                        continue;
                     }
                     if c.output.is_empty() {
                         // SAFETY: shutdown on a descriptor of ours.

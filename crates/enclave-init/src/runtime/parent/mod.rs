@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
-use super::control::{entry, info, View};
+use super::control::{entry, info, write_queued, View};
 use crate::engine::orchestrator::EndCause;
 use crate::host::console;
 use crate::host::ratelimit::RateLimit;
@@ -537,20 +537,9 @@ impl Server {
         let Some(c) = self.clients.get_mut(&token) else {
             return;
         };
-        while !c.output.is_empty() {
-            let (head, _) = c.output.as_slices();
-            match c.file.write(head) {
-                Ok(0) => break,
-                Ok(n) => {
-                    c.output.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.close(token, epoll);
-                    return;
-                }
-            }
+        if write_queued(&mut c.file, &mut c.output).is_err() {
+            self.close(token, epoll);
+            return;
         }
         if c.output.is_empty() && c.dropped > 0 && matches!(c.serving, Serving::Events { .. }) {
             let count = std::mem::take(&mut c.dropped);
